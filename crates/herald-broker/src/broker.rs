@@ -1,0 +1,759 @@
+//! The [`Broker`]: the engine every front-end drives.
+//!
+//! Owns the topic table, the consumer groups and the background tasks (retention,
+//! session expiry). Lock order: `groups` before `topics`; never hold either across an
+//! `.await` or a disk write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::join_all;
+use herald_core::codec::encode_event_to_vec;
+use herald_core::name::validate_name;
+use herald_core::CloudEvent;
+use herald_log::{PartitionLog, Record};
+use parking_lot::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::error::BrokerError;
+use crate::group::{Assignment, GroupDescription, GroupState, JoinOptions, MemberDescription, MemberFetch, OffsetReset, PartitionLag};
+use crate::metadata::{self, TopicMeta};
+use crate::offsets::{CommittedOffsets, OffsetStore};
+use crate::record::EventRecord;
+use crate::topic::Topic;
+
+/// Most bytes of events one fetch returns (at least one event is always returned).
+pub const FETCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most events one fetch returns.
+pub const FETCH_EVENTS_MAX: usize = 10_000;
+/// Longest a fetch may wait for new events.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekPosition {
+    Offset(u64),
+    Earliest,
+    Latest,
+    /// First event appended at or after this time (ms since the Unix epoch).
+    Time(i64),
+}
+
+/// Where one published event landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    pub id: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The answer to a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    pub events: Vec<EventRecord>,
+    pub next_offset: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+}
+
+/// A partition's offsets and size.
+#[derive(Debug, Clone)]
+pub struct PartitionStats {
+    pub partition: u32,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub size_bytes: u64,
+}
+
+/// A cheap-to-clone handle to the broker engine.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes topic create/delete (which touch the disk).
+    topic_admin: tokio::sync::Mutex<()>,
+    groups: Mutex<HashMap<String, GroupState>>,
+    /// Serializes the offset-file writes of each group.
+    group_writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    offset_store: OffsetStore,
+    shutting_down: AtomicBool,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    _lock: File,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Broker {
+    /// Opens the data directory (taking its lock), recovers every topic and starts the
+    /// background tasks. Must be called inside a tokio runtime.
+    pub async fn open(config: BrokerConfig) -> Result<Self, BrokerError> {
+        let started = Instant::now();
+        let data_dir = config.data_dir.clone();
+        let queue_depth = config.partition_queue_depth_max;
+        let (lock, topics, committed) = tokio::task::spawn_blocking(move || {
+            let lock = metadata::lock_data_dir(&data_dir)?;
+            let mut topics = BTreeMap::new();
+            for meta in metadata::load_topic_metas(&data_dir)? {
+                let name = meta.name.clone();
+                topics.insert(name, Arc::new(Topic::open(&data_dir, meta, queue_depth)?));
+            }
+            let committed = OffsetStore::new(&data_dir).load_all()?;
+            Ok::<_, BrokerError>((lock, topics, committed))
+        })
+        .await
+        .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
+        tracing::info!(topics = topics.len(), groups = committed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "broker recovered");
+        let groups = committed
+            .into_iter()
+            .map(|(name, offsets)| (name, GroupState::with_committed(offsets)))
+            .collect();
+        let broker = Self {
+            inner: Arc::new(Inner {
+                offset_store: OffsetStore::new(&config.data_dir),
+                config,
+                topics: RwLock::new(topics),
+                topic_admin: tokio::sync::Mutex::new(()),
+                groups: Mutex::new(groups),
+                group_writers: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+                background: Mutex::new(Vec::new()),
+                _lock: lock,
+            }),
+        };
+        broker.start_background_tasks();
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    fn start_background_tasks(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.retention_check_interval;
+        let retention = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let broker = Broker { inner };
+                let _ = tokio::task::spawn_blocking(move || broker.enforce_retention()).await;
+            }
+        });
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.session_check_interval;
+        let sessions = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Broker { inner }.expire_members(Instant::now());
+            }
+        });
+        self.inner.background.lock().extend([retention, sessions]);
+    }
+
+    fn check_running(&self) -> Result<(), BrokerError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            Err(BrokerError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True once `shutdown` began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    // ---- topics ----
+
+    /// Creates a topic durably. `TopicExists` if it exists.
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicMeta, BrokerError> {
+        self.check_running()?;
+        validate_name("name", name)?;
+        config.validate()?;
+        let _admin = self.inner.topic_admin.lock().await;
+        if self.inner.topics.read().contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let meta = TopicMeta {
+            name: name.to_string(),
+            config,
+            created_at_ms: now_ms(),
+        };
+        let data_dir = self.inner.config.data_dir.clone();
+        let queue_depth = self.inner.config.partition_queue_depth_max;
+        let meta_for_disk = meta.clone();
+        let topic = tokio::task::spawn_blocking(move || {
+            // Partitions first, metadata last: a crash in between leaves a directory
+            // without topic.json, which recovery removes.
+            let topic = Topic::open(&data_dir, meta_for_disk.clone(), queue_depth)?;
+            metadata::store_topic_meta(&data_dir, &meta_for_disk)?;
+            Ok::<_, BrokerError>(topic)
+        })
+        .await
+        .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        self.inner.topics.write().insert(name.to_string(), Arc::new(topic));
+        tracing::info!(topic = name, partitions = meta.config.partitions, "topic created");
+        Ok(meta)
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.check_running()?;
+        validate_name("topic", name)?;
+        let _admin = self.inner.topic_admin.lock().await;
+        let topic = self
+            .inner
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))?;
+        let data_dir = self.inner.config.data_dir.clone();
+        let owned_name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            topic.close();
+            metadata::delete_topic_dir(&data_dir, &owned_name)
+        })
+        .await
+        .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        self.forget_topic_in_groups(name).await;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    async fn forget_topic_in_groups(&self, topic: &str) {
+        let counts = self.partition_counts();
+        let touched: Vec<String> = {
+            let mut groups = self.inner.groups.lock();
+            let mut touched = Vec::new();
+            for (name, group) in groups.iter_mut() {
+                let before = group.committed.len();
+                group.committed.retain(|(t, _), _| t != topic);
+                if group.committed.len() != before {
+                    touched.push(name.clone());
+                }
+                if group.members.values().any(|m| m.topics.iter().any(|t| t == topic)) {
+                    group.rebalance(&counts);
+                }
+            }
+            touched
+        };
+        for group in touched {
+            if let Err(e) = self.persist_offsets(&group).await {
+                tracing::error!(group, error = %e, "could not persist offsets after topic delete");
+            }
+        }
+    }
+
+    /// Every topic's metadata, by name.
+    pub fn list_topics(&self) -> Vec<TopicMeta> {
+        self.inner.topics.read().values().map(|t| t.meta.clone()).collect()
+    }
+
+    /// The topic called `name`.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        validate_name("topic", name)?;
+        self.inner
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
+    }
+
+    /// Offsets and sizes of each partition of a topic.
+    pub fn topic_stats(&self, name: &str) -> Result<Vec<PartitionStats>, BrokerError> {
+        let topic = self.topic(name)?;
+        Ok(topic
+            .partitions()
+            .iter()
+            .enumerate()
+            .map(|(p, log)| PartitionStats {
+                partition: p as u32,
+                start_offset: log.start_offset(),
+                end_offset: log.next_offset(),
+                size_bytes: log.size_bytes(),
+            })
+            .collect())
+    }
+
+    fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.inner
+            .topics
+            .read()
+            .iter()
+            .map(|(n, t)| (n.clone(), t.partition_count()))
+            .collect()
+    }
+
+    // ---- publish ----
+
+    /// Validates, encodes and appends `events`, grouped into one atomic batch per
+    /// partition. Resolves when every batch is durable under the topic's fsync policy.
+    /// Receipts come back in request order.
+    pub async fn publish(
+        &self,
+        topic_name: &str,
+        mut events: Vec<CloudEvent>,
+        forced_partition: Option<u32>,
+    ) -> Result<Vec<PublishReceipt>, BrokerError> {
+        self.check_running()?;
+        let topic = self.topic(topic_name)?;
+        if events.is_empty() {
+            return Err(herald_core::ValidationError::new("body", "no events to publish").into());
+        }
+        if let Some(p) = forced_partition {
+            topic.partition(p)?;
+        }
+        let max = topic.meta.config.max_event_bytes.unwrap_or(self.inner.config.max_event_bytes);
+        let timestamp_ms = now_ms();
+        let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
+        for (index, event) in events.iter_mut().enumerate() {
+            event.apply_defaults();
+            event.validate().map_err(|e| {
+                herald_core::ValidationError::new(format!("[{index}].{}", e.field), e.message)
+            })?;
+            let value = encode_event_to_vec(event);
+            if value.len() > max {
+                return Err(BrokerError::PayloadTooLarge { index, size: value.len(), max });
+            }
+            let key = event.partition_key().map(Bytes::from);
+            let partition = forced_partition.unwrap_or_else(|| topic.choose_partition(key.as_deref()));
+            let entry = batches.entry(partition).or_default();
+            entry.0.push(index);
+            entry.1.push(Record { timestamp_ms, key, value: Bytes::from(value) });
+        }
+        let appends = batches.into_iter().map(|(partition, (indexes, records))| {
+            let log = topic.partition(partition).cloned();
+            async move {
+                let outcome = log?.append(records).await?;
+                Ok::<_, BrokerError>((partition, indexes, outcome.base_offset))
+            }
+        });
+        let mut receipts: Vec<Option<PublishReceipt>> = vec![None; events.len()];
+        for result in join_all(appends).await {
+            let (partition, indexes, base_offset) = result?;
+            for (i, index) in indexes.into_iter().enumerate() {
+                receipts[index] = Some(PublishReceipt {
+                    id: events[index].id.clone(),
+                    partition,
+                    offset: base_offset + i as u64,
+                });
+            }
+        }
+        Ok(receipts.into_iter().flatten().collect())
+    }
+
+    // ---- fetch ----
+
+    /// Resolves a seek position to an offset of `log`.
+    pub fn resolve_position(log: &PartitionLog, position: SeekPosition) -> Result<u64, BrokerError> {
+        Ok(match position {
+            SeekPosition::Offset(o) => o,
+            SeekPosition::Earliest => log.start_offset(),
+            SeekPosition::Latest => log.next_offset(),
+            SeekPosition::Time(ms) => log.offset_for_timestamp(ms)?,
+        })
+    }
+
+    /// Reads up to `max` events of one partition from `position`. With `wait > 0` and
+    /// nothing to return yet, waits (woken by the append) up to `wait` for events.
+    pub async fn fetch(
+        &self,
+        topic_name: &str,
+        partition: u32,
+        position: SeekPosition,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchResult, BrokerError> {
+        let topic = self.topic(topic_name)?;
+        let log = topic.partition(partition)?.clone();
+        let offset = Self::resolve_position(&log, position)?;
+        let max = max.clamp(1, FETCH_EVENTS_MAX);
+        let deadline = Instant::now() + wait.min(FETCH_WAIT_MAX);
+        loop {
+            let mut watch = log.watch();
+            let (start, end) = (log.start_offset(), log.next_offset());
+            if offset < start || offset > end {
+                return Err(BrokerError::OffsetOutOfRange {
+                    topic: topic_name.to_string(),
+                    partition,
+                    requested: offset,
+                    start,
+                    end,
+                });
+            }
+            let stored = log.read(offset, max, FETCH_BYTES_MAX)?;
+            let now = Instant::now();
+            if !stored.is_empty() || now >= deadline || self.is_shutting_down() {
+                let events = stored
+                    .into_iter()
+                    .map(|r| EventRecord::from_stored(topic_name, partition, r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next_offset = events.last().map_or(offset, |e| e.offset + 1);
+                return Ok(FetchResult {
+                    events,
+                    next_offset,
+                    start_offset: start,
+                    end_offset: log.next_offset(),
+                });
+            }
+            let woke = tokio::time::timeout(deadline - now, watch.wait_for(|end| *end > offset)).await;
+            if matches!(woke, Ok(Err(_))) {
+                // The log was closed (topic deleted or shutdown).
+                return Err(BrokerError::ShuttingDown);
+            }
+        }
+    }
+
+    // ---- retention ----
+
+    /// Applies every topic's retention once (blocking I/O).
+    pub fn enforce_retention(&self) {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        let now = now_ms();
+        for topic in topics {
+            for (p, log) in topic.partitions().iter().enumerate() {
+                match log.enforce_retention(now) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(topic = topic.name(), partition = p, segments = n, "retention deleted segments"),
+                    Err(e) => tracing::error!(topic = topic.name(), partition = p, error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+
+    // ---- consumer groups ----
+
+    /// Adds a member to `group` (creating the group) and rebalances.
+    pub fn join_group(&self, group: &str, options: JoinOptions) -> Result<(String, u64, Vec<Assignment>), BrokerError> {
+        self.check_running()?;
+        validate_name("group", group)?;
+        if options.topics.is_empty() {
+            return Err(herald_core::ValidationError::new("topics", "list at least one topic").into());
+        }
+        for t in &options.topics {
+            self.topic(t)?;
+        }
+        let member_id = format!("{group}-{}", uuid::Uuid::new_v4().simple());
+        let counts = self.partition_counts();
+        let mut groups = self.inner.groups.lock();
+        let state = groups.entry(group.to_string()).or_default();
+        state.join(member_id.clone(), options, Instant::now(), &counts);
+        let member = &state.members[&member_id];
+        tracing::info!(group, member = %member_id, generation = state.generation, "member joined");
+        Ok((member_id, state.generation, member.assignments.clone()))
+    }
+
+    /// Removes a member and rebalances.
+    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
+        let counts = self.partition_counts();
+        let mut groups = self.inner.groups.lock();
+        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        if !state.leave(member_id, &counts) {
+            return Err(BrokerError::MemberNotFound { group: group.into(), member: member_id.into() });
+        }
+        tracing::info!(group, member = member_id, generation = state.generation, "member left");
+        Ok(())
+    }
+
+    /// Records a heartbeat; returns the current generation and the member's assignments.
+    pub fn heartbeat(&self, group: &str, member_id: &str) -> Result<(u64, Vec<Assignment>), BrokerError> {
+        let mut groups = self.inner.groups.lock();
+        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let member = state
+            .members
+            .get_mut(member_id)
+            .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+        member.last_seen = Instant::now();
+        Ok((state.generation, member.assignments.clone()))
+    }
+
+    fn expire_members(&self, now: Instant) {
+        let counts = self.partition_counts();
+        let mut groups = self.inner.groups.lock();
+        for (name, state) in groups.iter_mut() {
+            for member in state.expire(now, &counts) {
+                tracing::info!(group = %name, member = %member, generation = state.generation, "member session expired");
+            }
+        }
+    }
+
+    /// Where a member starts on `a`: committed offset (if still in the log), else its reset policy.
+    fn initial_position(&self, committed: Option<u64>, reset: OffsetReset, a: &Assignment) -> Result<u64, BrokerError> {
+        let topic = self.topic(&a.topic)?;
+        let log = topic.partition(a.partition)?;
+        let (start, end) = (log.start_offset(), log.next_offset());
+        Ok(match committed {
+            Some(c) if (start..=end).contains(&c) => c,
+            _ => match reset {
+                OffsetReset::Earliest => start,
+                OffsetReset::Latest => end,
+            },
+        })
+    }
+
+    /// Snapshot of a member's partitions and positions (heartbeat included).
+    fn member_plan(&self, group: &str, member_id: &str) -> Result<(u64, Vec<Assignment>, Vec<(Assignment, u64)>, Duration), BrokerError> {
+        let mut groups = self.inner.groups.lock();
+        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let committed = state.committed.clone();
+        let member = state
+            .members
+            .get_mut(member_id)
+            .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+        member.last_seen = Instant::now();
+        let n = member.assignments.len();
+        let mut plan = Vec::with_capacity(n);
+        for i in 0..n {
+            let a = member.assignments[(member.cursor + i) % n].clone();
+            let position = match member.positions.get(&a) {
+                Some(p) => *p,
+                None => {
+                    let c = committed.get(&(a.topic.clone(), a.partition)).copied();
+                    let p = self.initial_position(c, member.reset, &a)?;
+                    member.positions.insert(a.clone(), p);
+                    p
+                }
+            };
+            plan.push((a, position));
+        }
+        if n > 0 {
+            member.cursor = (member.cursor + 1) % n;
+        }
+        Ok((state.generation, member.assignments.clone(), plan, member.session_timeout))
+    }
+
+    /// Fetches events for a group member from its assigned partitions, advancing its
+    /// positions (not its committed offsets). Long-polls up to `wait`.
+    pub async fn fetch_for_member(&self, group: &str, member_id: &str, max: usize, wait: Duration) -> Result<MemberFetch, BrokerError> {
+        let max = max.clamp(1, FETCH_EVENTS_MAX);
+        let started = Instant::now();
+        loop {
+            let (generation, assignments, plan, session_timeout) = self.member_plan(group, member_id)?;
+            let wait_total = wait.min(session_timeout / 2).min(FETCH_WAIT_MAX);
+            let mut watches = Vec::new();
+            let mut events = Vec::new();
+            for (a, position) in &plan {
+                if events.len() >= max {
+                    break;
+                }
+                let topic = self.topic(&a.topic)?;
+                let log = topic.partition(a.partition)?;
+                watches.push((log.watch(), *position));
+                let position = (*position).max(log.start_offset());
+                let stored = log.read(position, max - events.len(), FETCH_BYTES_MAX)?;
+                for r in stored {
+                    events.push(EventRecord::from_stored(&a.topic, a.partition, r)?);
+                }
+            }
+            let elapsed = started.elapsed();
+            if !events.is_empty() || elapsed >= wait_total || (plan.is_empty() && wait.is_zero()) {
+                return self.advance_member(group, member_id, generation, assignments, events);
+            }
+            if plan.is_empty() {
+                tokio::time::sleep((wait_total - elapsed).min(Duration::from_millis(100))).await;
+                continue;
+            }
+            let waits = watches.into_iter().map(|(mut w, position)| {
+                Box::pin(async move {
+                    let _ = w.wait_for(|end| *end > position).await;
+                })
+            });
+            let _ = tokio::time::timeout(wait_total - elapsed, futures::future::select_all(waits)).await;
+        }
+    }
+
+    fn advance_member(&self, group: &str, member_id: &str, generation: u64, assignments: Vec<Assignment>, mut events: Vec<EventRecord>) -> Result<MemberFetch, BrokerError> {
+        let mut groups = self.inner.groups.lock();
+        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let current_generation = state.generation;
+        let member = state
+            .members
+            .get_mut(member_id)
+            .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+        member.last_seen = Instant::now();
+        if current_generation != generation {
+            // Rebalanced while reading: hand out only events of partitions still owned.
+            events.retain(|e| member.positions.contains_key(&Assignment { topic: e.topic.clone(), partition: e.partition }));
+        }
+        for e in &events {
+            let a = Assignment { topic: e.topic.clone(), partition: e.partition };
+            if let Some(p) = member.positions.get_mut(&a) {
+                *p = (*p).max(e.offset + 1);
+            }
+        }
+        let _ = assignments;
+        Ok(MemberFetch { generation: current_generation, assignments: member.assignments.clone(), events })
+    }
+
+    /// Commits offsets for a member. `offsets == None` commits its current positions.
+    /// Every partition must be assigned to the member. Durable when this returns.
+    pub async fn commit_offsets(&self, group: &str, member_id: &str, offsets: Option<Vec<(Assignment, u64)>>) -> Result<Vec<(Assignment, u64)>, BrokerError> {
+        self.check_running()?;
+        let writer = self.group_writer(group);
+        let _serial = writer.lock().await;
+        let committed = {
+            let mut groups = self.inner.groups.lock();
+            let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+            let generation = state.generation;
+            let member = state
+                .members
+                .get_mut(member_id)
+                .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+            member.last_seen = Instant::now();
+            let offsets = match offsets {
+                Some(list) => list,
+                None => member.positions.iter().map(|(a, p)| (a.clone(), *p)).collect(),
+            };
+            for (a, _) in &offsets {
+                if !member.assignments.contains(a) {
+                    return Err(BrokerError::NotAssigned { topic: a.topic.clone(), partition: a.partition, generation });
+                }
+            }
+            for (a, offset) in &offsets {
+                let end = self.topic(&a.topic)?.partition(a.partition)?.next_offset();
+                if *offset > end {
+                    return Err(BrokerError::OffsetOutOfRange { topic: a.topic.clone(), partition: a.partition, requested: *offset, start: 0, end });
+                }
+            }
+            for (a, offset) in &offsets {
+                state.committed.insert((a.topic.clone(), a.partition), *offset);
+            }
+            offsets
+        };
+        self.persist_offsets_locked(group).await?;
+        Ok(committed)
+    }
+
+    fn group_writer(&self, group: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.group_writers.lock().entry(group.to_string()).or_default().clone()
+    }
+
+    async fn persist_offsets(&self, group: &str) -> Result<(), BrokerError> {
+        let writer = self.group_writer(group);
+        let _serial = writer.lock().await;
+        self.persist_offsets_locked(group).await
+    }
+
+    /// Writes the group's committed offsets; caller holds the group's writer lock.
+    async fn persist_offsets_locked(&self, group: &str) -> Result<(), BrokerError> {
+        let snapshot: CommittedOffsets = self.inner.groups.lock().get(group).map(|g| g.committed.clone()).unwrap_or_default();
+        let store = self.inner.offset_store.clone();
+        let group = group.to_string();
+        tokio::task::spawn_blocking(move || store.store(&group, &snapshot))
+            .await
+            .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))?
+    }
+
+    /// Sets the committed offsets of `topic` for an empty group.
+    pub async fn reset_group(&self, group: &str, topic_name: &str, to: SeekPosition) -> Result<(), BrokerError> {
+        self.check_running()?;
+        validate_name("group", group)?;
+        let topic = self.topic(topic_name)?;
+        let mut positions = Vec::new();
+        for (p, log) in topic.partitions().iter().enumerate() {
+            let offset = Self::resolve_position(log, to)?.clamp(log.start_offset(), log.next_offset());
+            positions.push((p as u32, offset));
+        }
+        let writer = self.group_writer(group);
+        let _serial = writer.lock().await;
+        {
+            let mut groups = self.inner.groups.lock();
+            let state = groups.entry(group.to_string()).or_default();
+            if !state.members.is_empty() {
+                return Err(BrokerError::GroupNotEmpty(group.to_string()));
+            }
+            for (p, offset) in positions {
+                state.committed.insert((topic_name.to_string(), p), offset);
+            }
+        }
+        self.persist_offsets_locked(group).await
+    }
+
+    /// Deletes an empty group and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
+        self.check_running()?;
+        let writer = self.group_writer(group);
+        let _serial = writer.lock().await;
+        {
+            let mut groups = self.inner.groups.lock();
+            let state = groups.get(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+            if !state.members.is_empty() {
+                return Err(BrokerError::GroupNotEmpty(group.to_string()));
+            }
+            groups.remove(group);
+        }
+        let store = self.inner.offset_store.clone();
+        let name = group.to_string();
+        tokio::task::spawn_blocking(move || store.remove(&name))
+            .await
+            .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))?
+    }
+
+    /// Names of all known groups.
+    pub fn list_groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.groups.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Members, assignments, committed offsets and lag of a group.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
+        let groups = self.inner.groups.lock();
+        let state = groups.get(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let members = state
+            .members
+            .iter()
+            .map(|(id, m)| MemberDescription { member_id: id.clone(), topics: m.topics.clone(), assignments: m.assignments.clone() })
+            .collect();
+        let mut topics: Vec<String> = state.subscribed_topics();
+        topics.extend(state.committed.keys().map(|(t, _)| t.clone()));
+        topics.sort();
+        topics.dedup();
+        let mut offsets = Vec::new();
+        for name in topics {
+            let Ok(topic) = self.topic(&name) else { continue };
+            for (p, log) in topic.partitions().iter().enumerate() {
+                let committed = state.committed.get(&(name.clone(), p as u32)).copied();
+                let end_offset = log.next_offset();
+                let from = committed.unwrap_or(log.start_offset()).max(log.start_offset());
+                offsets.push(PartitionLag { topic: name.clone(), partition: p as u32, committed, end_offset, lag: end_offset.saturating_sub(from) });
+            }
+        }
+        Ok(GroupDescription { name: group.to_string(), generation: state.generation, members, offsets })
+    }
+
+    // ---- lifecycle ----
+
+    /// Stops accepting work, drains and fsyncs every partition. Idempotent.
+    pub async fn shutdown(&self) {
+        if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for task in self.inner.background.lock().drain(..) {
+            task.abort();
+        }
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for topic in topics {
+                topic.close();
+            }
+        })
+        .await;
+        tracing::info!("broker shut down: all partitions flushed");
+    }
+}

@@ -1,0 +1,117 @@
+//! The broker's error type. Each variant has a stable `code()` that front-ends map to
+//! their protocol (HTTP status, Kafka error code).
+
+use herald_core::ValidationError;
+use herald_log::LogError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("topic `{0}` does not exist")]
+    TopicNotFound(String),
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    #[error("partition {partition} does not exist: topic `{topic}` has {count} partitions")]
+    PartitionNotFound {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
+    #[error("group `{0}` does not exist")]
+    GroupNotFound(String),
+    #[error("member `{member}` is not in group `{group}` (it left or its session expired; join again)")]
+    MemberNotFound { group: String, member: String },
+    #[error("group `{0}` has active members; stop them first")]
+    GroupNotEmpty(String),
+    #[error("partition {topic}/{partition} is not assigned to this member (generation {generation}); the group rebalanced")]
+    NotAssigned {
+        topic: String,
+        partition: u32,
+        generation: u64,
+    },
+    #[error("event {index} is {size} bytes; the maximum is {max}")]
+    PayloadTooLarge { index: usize, size: usize, max: usize },
+    #[error("offset {requested} is out of range for {topic}/{partition}: the log holds offsets {start}..{end}")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
+    #[error("the partition's write queue is full; retry shortly")]
+    Backpressure,
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("data directory {path} is in use by another herald process")]
+    DataDirLocked { path: String },
+    #[error("storage: {0}")]
+    Storage(LogError),
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BrokerError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::Invalid(_) | BrokerError::PartitionNotFound { .. } => "invalid_argument",
+            BrokerError::TopicNotFound(_) => "topic_not_found",
+            BrokerError::TopicExists(_) => "topic_exists",
+            BrokerError::GroupNotFound(_) => "group_not_found",
+            BrokerError::MemberNotFound { .. } => "member_not_found",
+            BrokerError::GroupNotEmpty(_) => "group_not_empty",
+            BrokerError::NotAssigned { .. } => "not_assigned",
+            BrokerError::PayloadTooLarge { .. } => "payload_too_large",
+            BrokerError::OffsetOutOfRange { .. } => "offset_out_of_range",
+            BrokerError::Backpressure => "backpressure",
+            BrokerError::ShuttingDown => "unavailable",
+            BrokerError::DataDirLocked { .. } | BrokerError::Storage(_) | BrokerError::Io { .. } => {
+                "internal"
+            }
+        }
+    }
+
+    /// The input field at fault, if one is.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            BrokerError::Invalid(v) => Some(v.field.clone()),
+            BrokerError::PartitionNotFound { .. } => Some("partition".into()),
+            BrokerError::PayloadTooLarge { index, .. } => Some(format!("[{index}]")),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request may succeed if retried later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BrokerError::Backpressure => true,
+            BrokerError::Storage(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        BrokerError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl From<LogError> for BrokerError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Backpressure => BrokerError::Backpressure,
+            LogError::Closed => BrokerError::ShuttingDown,
+            other => BrokerError::Storage(other),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! One topic: its metadata and one [`PartitionLog`] per partition.
+//!
+//! Invariant: `partitions.len() == meta.config.partitions`, fixed for the topic's life.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use herald_core::partitioner::partition_for_key;
+use herald_log::PartitionLog;
+
+use crate::error::BrokerError;
+use crate::metadata::{partition_dir, TopicMeta};
+
+pub struct Topic {
+    pub meta: TopicMeta,
+    partitions: Vec<Arc<PartitionLog>>,
+    round_robin: AtomicU32,
+}
+
+impl Topic {
+    /// Opens (and recovers) every partition log of a topic.
+    pub fn open(data_dir: &Path, meta: TopicMeta, queue_depth_max: usize) -> Result<Self, BrokerError> {
+        let log_config = meta.config.log_config(queue_depth_max);
+        let partitions = (0..meta.config.partitions)
+            .map(|p| {
+                PartitionLog::open(partition_dir(data_dir, &meta.name, p), log_config.clone())
+                    .map_err(BrokerError::from)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            meta,
+            partitions,
+            round_robin: AtomicU32::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    pub fn partitions(&self) -> &[Arc<PartitionLog>] {
+        &self.partitions
+    }
+
+    /// The log of `partition`, or a clear error naming the valid range.
+    pub fn partition(&self, partition: u32) -> Result<&Arc<PartitionLog>, BrokerError> {
+        self.partitions
+            .get(partition as usize)
+            .ok_or_else(|| BrokerError::PartitionNotFound {
+                topic: self.meta.name.clone(),
+                partition,
+                count: self.partition_count(),
+            })
+    }
+
+    /// Key hash when there is a key (same key, same partition), round-robin otherwise.
+    pub fn choose_partition(&self, key: Option<&[u8]>) -> u32 {
+        let count = self.partition_count();
+        match key {
+            Some(k) => partition_for_key(k, count),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % count,
+        }
+    }
+
+    /// Closes every partition (drain, fsync).
+    pub fn close(&self) {
+        for (p, log) in self.partitions.iter().enumerate() {
+            if let Err(e) = log.close() {
+                tracing::error!(topic = %self.meta.name, partition = p, error = %e, "closing partition failed");
+            }
+        }
+    }
+}
