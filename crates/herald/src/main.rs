@@ -1,1 +1,75 @@
-fn main() {}
+//! `herald`: the server (`herald serve`) and the command-line client, in one binary.
+//!
+//! - [`serve`]: configuration (TOML file < env < flags), startup, graceful shutdown.
+//! - [`cli`]: client commands (topics, produce, consume/tail, groups) over HTTP.
+
+mod cli;
+mod output;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Herald: a durable event broker, event bus and event store in one binary")]
+struct Cli {
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Machine-readable output: one JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topics(cli::TopicsCommand),
+    /// Publish events: from arguments, a file, or stdin (one per line).
+    Produce(cli::ProduceArgs),
+    /// Read events from a topic (or as a consumer-group member).
+    Consume(cli::ConsumeArgs),
+    /// Follow a topic from its end (`consume --follow --offset latest`).
+    Tail(cli::TailArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Groups(cli::GroupsCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herald: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            command => {
+                let ctx = cli::Context::new(&cli.url, cli.json)?;
+                match command {
+                    Command::Topics(c) => cli::topics(&ctx, c).await,
+                    Command::Produce(a) => cli::produce(&ctx, a).await,
+                    Command::Consume(a) => cli::consume(&ctx, a).await,
+                    Command::Tail(a) => cli::consume(&ctx, a.into()).await,
+                    Command::Groups(c) => cli::groups(&ctx, c).await,
+                    Command::Serve(_) => unreachable!("handled above"),
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
