@@ -86,6 +86,8 @@ struct Inner {
     group_writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     offset_store: OffsetStore,
     shutting_down: AtomicBool,
+    /// Flips to true at shutdown; long-polling fetches wait on it too.
+    shutdown_signal: tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
     _lock: File,
 }
@@ -127,6 +129,7 @@ impl Broker {
                 groups: Mutex::new(groups),
                 group_writers: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                shutdown_signal: tokio::sync::watch::channel(false).0,
                 background: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
@@ -411,9 +414,16 @@ impl Broker {
                     end_offset: log.next_offset(),
                 });
             }
-            let woke = tokio::time::timeout(deadline - now, watch.wait_for(|end| *end > offset)).await;
-            if matches!(woke, Ok(Err(_))) {
-                // The log was closed (topic deleted or shutdown).
+            let mut shutdown = self.inner.shutdown_signal.subscribe();
+            let woke = tokio::time::timeout(deadline - now, async {
+                tokio::select! {
+                    r = watch.wait_for(|end| *end > offset) => r.is_ok(),
+                    _ = shutdown.wait_for(|s| *s) => false,
+                }
+            })
+            .await;
+            if matches!(woke, Ok(false)) {
+                // The log was closed (topic deleted) or the broker is shutting down.
                 return Err(BrokerError::ShuttingDown);
             }
         }
@@ -573,7 +583,15 @@ impl Broker {
                     let _ = w.wait_for(|end| *end > position).await;
                 })
             });
-            let _ = tokio::time::timeout(wait_total - elapsed, futures::future::select_all(waits)).await;
+            let mut shutdown = self.inner.shutdown_signal.subscribe();
+            let _ = tokio::time::timeout(wait_total - elapsed, async {
+                tokio::select! {
+                    _ = futures::future::select_all(waits) => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+            })
+            .await;
+            self.check_running()?;
         }
     }
 
@@ -744,6 +762,7 @@ impl Broker {
         if self.inner.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.inner.shutdown_signal.send_replace(true);
         for task in self.inner.background.lock().drain(..) {
             task.abort();
         }

@@ -79,6 +79,21 @@ impl BrokerError {
         }
     }
 
+    /// The HTTP status this error maps to (the HTTP API and the SDK use it).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            BrokerError::Invalid(_) | BrokerError::PartitionNotFound { .. } => 400,
+            BrokerError::TopicNotFound(_) | BrokerError::GroupNotFound(_) | BrokerError::MemberNotFound { .. } => 404,
+            BrokerError::TopicExists(_) | BrokerError::GroupNotEmpty(_) | BrokerError::NotAssigned { .. } => 409,
+            BrokerError::PayloadTooLarge { .. } => 413,
+            BrokerError::OffsetOutOfRange { .. } => 416,
+            BrokerError::Backpressure => 429,
+            BrokerError::ShuttingDown => 503,
+            BrokerError::Storage(s) if s.is_retryable() => 503,
+            _ => 500,
+        }
+    }
+
     /// The input field at fault, if one is.
     pub fn field(&self) -> Option<String> {
         match self {
