@@ -306,16 +306,34 @@ impl Broker {
 
     /// Validates, encodes and appends `events`, grouped into one atomic batch per
     /// partition. Resolves when every batch is durable under the topic's fsync policy.
-    /// Receipts come back in request order.
+    /// Receipts come back in request order. The key of each event is its `partitionkey`.
     pub async fn publish(
         &self,
         topic_name: &str,
-        mut events: Vec<CloudEvent>,
+        events: Vec<CloudEvent>,
+        forced_partition: Option<u32>,
+    ) -> Result<Vec<PublishReceipt>, BrokerError> {
+        let entries = events
+            .into_iter()
+            .map(|e| {
+                let key = e.partition_key().map(Bytes::from);
+                (key, e)
+            })
+            .collect();
+        self.publish_keyed(topic_name, entries, forced_partition).await
+    }
+
+    /// Like [`Broker::publish`], with an explicit record key per event (Kafka keys are
+    /// raw bytes). The key picks the partition unless `forced_partition` is given.
+    pub async fn publish_keyed(
+        &self,
+        topic_name: &str,
+        mut entries: Vec<(Option<Bytes>, CloudEvent)>,
         forced_partition: Option<u32>,
     ) -> Result<Vec<PublishReceipt>, BrokerError> {
         self.check_running()?;
         let topic = self.topic(topic_name)?;
-        if events.is_empty() {
+        if entries.is_empty() {
             return Err(herald_core::ValidationError::new("body", "no events to publish").into());
         }
         if let Some(p) = forced_partition {
@@ -324,7 +342,7 @@ impl Broker {
         let max = topic.meta.config.max_event_bytes.unwrap_or(self.inner.config.max_event_bytes);
         let timestamp_ms = now_ms();
         let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
-        for (index, event) in events.iter_mut().enumerate() {
+        for (index, (key, event)) in entries.iter_mut().enumerate() {
             event.apply_defaults();
             event.validate().map_err(|e| {
                 herald_core::ValidationError::new(format!("[{index}].{}", e.field), e.message)
@@ -333,11 +351,10 @@ impl Broker {
             if value.len() > max {
                 return Err(BrokerError::PayloadTooLarge { index, size: value.len(), max });
             }
-            let key = event.partition_key().map(Bytes::from);
             let partition = forced_partition.unwrap_or_else(|| topic.choose_partition(key.as_deref()));
             let entry = batches.entry(partition).or_default();
             entry.0.push(index);
-            entry.1.push(Record { timestamp_ms, key, value: Bytes::from(value) });
+            entry.1.push(Record { timestamp_ms, key: key.take(), value: Bytes::from(value) });
         }
         let appends = batches.into_iter().map(|(partition, (indexes, records))| {
             let log = topic.partition(partition).cloned();
@@ -346,12 +363,12 @@ impl Broker {
                 Ok::<_, BrokerError>((partition, indexes, outcome.base_offset))
             }
         });
-        let mut receipts: Vec<Option<PublishReceipt>> = vec![None; events.len()];
+        let mut receipts: Vec<Option<PublishReceipt>> = vec![None; entries.len()];
         for result in join_all(appends).await {
             let (partition, indexes, base_offset) = result?;
             for (i, index) in indexes.into_iter().enumerate() {
                 receipts[index] = Some(PublishReceipt {
-                    id: events[index].id.clone(),
+                    id: entries[index].1.id.clone(),
                     partition,
                     offset: base_offset + i as u64,
                 });
@@ -675,6 +692,28 @@ impl Broker {
         tokio::task::spawn_blocking(move || store.store(&group, &snapshot))
             .await
             .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))?
+    }
+
+    /// Commits offsets without membership checks, for front-ends that run their own group
+    /// protocol (Kafka's JoinGroup/SyncGroup). Durable when this returns.
+    pub async fn commit_offsets_unchecked(&self, group: &str, offsets: Vec<(Assignment, u64)>) -> Result<(), BrokerError> {
+        self.check_running()?;
+        validate_name("group", group)?;
+        let writer = self.group_writer(group);
+        let _serial = writer.lock().await;
+        {
+            let mut groups = self.inner.groups.lock();
+            let state = groups.entry(group.to_string()).or_default();
+            for (a, offset) in offsets {
+                state.committed.insert((a.topic, a.partition), offset);
+            }
+        }
+        self.persist_offsets_locked(group).await
+    }
+
+    /// The committed offset of a group on one partition, if any.
+    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        self.inner.groups.lock().get(group).and_then(|g| g.committed.get(&(topic.to_string(), partition)).copied())
     }
 
     /// Sets the committed offsets of `topic` for an empty group.

@@ -14,7 +14,8 @@ pub struct EventRecord {
     pub offset: u64,
     /// Append time, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
-    pub key: Option<String>,
+    /// The record key: the `partitionkey` for HTTP publishes, raw bytes from Kafka.
+    pub key: Option<bytes::Bytes>,
     pub event: CloudEvent,
 }
 
@@ -33,11 +34,14 @@ impl EventRecord {
             partition,
             offset: stored.offset,
             timestamp_ms: stored.timestamp_ms,
-            key: stored
-                .key
-                .map(|k| String::from_utf8_lossy(&k).into_owned()),
+            key: stored.key,
             event,
         })
+    }
+
+    /// The key as text (lossy for non-UTF-8 keys).
+    pub fn key_string(&self) -> Option<String> {
+        self.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())
     }
 
     /// The JSON shape used by the HTTP API, SSE and the CLI.
@@ -47,7 +51,7 @@ impl EventRecord {
             "partition": self.partition,
             "offset": self.offset,
             "timestamp": format_time_ms(self.timestamp_ms),
-            "key": self.key,
+            "key": self.key_string(),
             "event": self.event.to_json_value(),
         })
     }

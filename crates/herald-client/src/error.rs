@@ -35,16 +35,7 @@ impl ClientError {
 
 impl From<BrokerError> for ClientError {
     fn from(e: BrokerError) -> Self {
-        let status = match e.code() {
-            "invalid_argument" => 400,
-            "topic_not_found" | "group_not_found" | "member_not_found" => 404,
-            "topic_exists" | "group_not_empty" | "not_assigned" => 409,
-            "payload_too_large" => 413,
-            "offset_out_of_range" => 416,
-            "backpressure" => 429,
-            "unavailable" => 503,
-            _ => 500,
-        };
+        let status = e.http_status();
         ClientError::Api { status, code: e.code().to_string(), message: e.to_string(), field: e.field() }
     }
 }

@@ -201,6 +201,14 @@ impl Herald {
         }
     }
 
+    /// Deletes an empty group and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        match &self.transport {
+            Transport::Remote(r) => r.delete_group(group).await,
+            Transport::Embedded(b) => Ok(b.delete_group(group).await?),
+        }
+    }
+
     /// Embedded mode: flushes and closes the broker. Remote: nothing.
     pub async fn close(&self) {
         if let Transport::Embedded(b) = &self.transport {

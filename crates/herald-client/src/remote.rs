@@ -135,6 +135,10 @@ impl Remote {
         self.send(self.request(Method::GET, &format!("/v1/groups/{group}"))).await
     }
 
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/groups/{group}"))).await.map(|_| ())
+    }
+
     pub async fn reset_group(&self, group: &str, topic: &str, to: SeekPosition) -> Result<GroupInfo, ClientError> {
         let to = match to {
             SeekPosition::Offset(o) => json!({"offset": o}),
@@ -187,7 +191,7 @@ pub(crate) fn records_from_json(v: &Value) -> Result<Vec<EventRecord>, ClientErr
                 partition: item["partition"].as_u64().unwrap_or(0) as u32,
                 offset: u64_field(item, "offset")?,
                 timestamp_ms,
-                key: item["key"].as_str().map(str::to_string),
+                key: item["key"].as_str().map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
                 event,
             })
         })

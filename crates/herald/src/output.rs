@@ -10,7 +10,7 @@ pub fn record_json(r: &EventRecord) -> Value {
         "partition": r.partition,
         "offset": r.offset,
         "timestamp": herald_broker::record::format_time_ms(r.timestamp_ms),
-        "key": r.key,
+        "key": r.key_string(),
         "event": r.event.to_json_value(),
     })
 }
@@ -24,7 +24,7 @@ pub fn record_human(r: &EventRecord) -> String {
             Err(_) => format!("<{} bytes>", b.len()),
         },
     };
-    let key = r.key.as_deref().map(|k| format!(" key={k}")).unwrap_or_default();
+    let key = r.key_string().map(|k| format!(" key={k}")).unwrap_or_default();
     format!(
         "{}/{}@{} {} {} id={}{} {}",
         r.topic,
