@@ -233,14 +233,19 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.record_count == 0 {
         return Err(BatchError::NoRecords);
     }
-    let smallest = HEADER_BYTES as u64 + u64::from(header.record_count) * RECORD_OVERHEAD_BYTES as u64;
+    let smallest =
+        HEADER_BYTES as u64 + u64::from(header.record_count) * RECORD_OVERHEAD_BYTES as u64;
     if u64::from(header.length) < smallest {
         return Err(BatchError::BadLength {
             length: header.length,
             record_count: header.record_count,
         });
     }
-    if header.base_offset.checked_add(u64::from(header.record_count)).is_none() {
+    if header
+        .base_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
         return Err(BatchError::OffsetOverflow {
             base_offset: header.base_offset,
             record_count: header.record_count,
@@ -316,26 +321,30 @@ fn parse_record(bytes: &[u8], record: u32) -> Result<(RecordRef<'_>, usize), Bat
         need: need as u64,
         have: have as u64,
     };
-    let timestamp_ms =
-        le_u64(bytes, 0).ok_or_else(|| overrun("timestamp", 8, bytes.len()))? as i64;
+    let timestamp_ms = le_u64(bytes, 0).ok_or_else(|| overrun("timestamp", 8, bytes.len()))? as i64;
     let key_len = le_u32(bytes, 8).ok_or_else(|| overrun("key length", 12, bytes.len()))? as i32;
     let mut at = 12;
     let key = match key_len {
         -1 => None,
         len if len >= 0 => {
             let end = at + len as usize;
-            let key = bytes.get(at..end).ok_or_else(|| overrun("key", end, bytes.len()))?;
+            let key = bytes
+                .get(at..end)
+                .ok_or_else(|| overrun("key", end, bytes.len()))?;
             at = end;
             Some(key)
         }
         _ => return Err(BatchError::BadKeyLength { record, key_len }),
     };
-    let value_len = le_u32(bytes, at).ok_or_else(|| overrun("value length", at + 4, bytes.len()))?;
+    let value_len =
+        le_u32(bytes, at).ok_or_else(|| overrun("value length", at + 4, bytes.len()))?;
     at += 4;
     let end = at
         .checked_add(value_len as usize)
         .ok_or_else(|| overrun("value", usize::MAX, bytes.len()))?;
-    let value = bytes.get(at..end).ok_or_else(|| overrun("value", end, bytes.len()))?;
+    let value = bytes
+        .get(at..end)
+        .ok_or_else(|| overrun("value", end, bytes.len()))?;
     let parsed = RecordRef {
         timestamp_ms,
         key,
@@ -363,7 +372,11 @@ pub fn encode_batch(base_offset: u64, records: &[Record]) -> Result<Vec<u8>, Bat
     let size = encoded_batch_len(records);
     let length = u32::try_from(size).map_err(|_| BatchError::TooLarge { size })?;
     let record_count = u32::try_from(records.len()).map_err(|_| BatchError::TooLarge { size })?;
-    let max_timestamp_ms = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(first.timestamp_ms);
+    let max_timestamp_ms = records
+        .iter()
+        .map(|r| r.timestamp_ms)
+        .max()
+        .unwrap_or(first.timestamp_ms);
     let mut out = Vec::with_capacity(length as usize);
     out.extend_from_slice(&base_offset.to_le_bytes());
     out.extend_from_slice(&length.to_le_bytes());
@@ -400,7 +413,8 @@ fn encode_record(out: &mut Vec<u8>, index: usize, record: &Record) -> Result<(),
             out.extend_from_slice(key);
         }
     }
-    let len = u32::try_from(record.value.len()).map_err(|_| too_large("value", record.value.len()))?;
+    let len =
+        u32::try_from(record.value.len()).map_err(|_| too_large("value", record.value.len()))?;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&record.value);
     Ok(())
@@ -499,14 +513,20 @@ mod tests {
         assert_eq!(encode_batch(0, &[]), Err(BatchError::NoRecords));
         let mut bytes = encode_batch(0, &sample()).expect("encode");
         bytes[16] = 2;
-        assert_eq!(decode_header(&bytes), Err(BatchError::BadMagic { magic: 2 }));
+        assert_eq!(
+            decode_header(&bytes),
+            Err(BatchError::BadMagic { magic: 2 })
+        );
         let mut bytes = encode_batch(u64::MAX - 1, &sample()).expect("encode");
         assert!(matches!(
             decode_header(&bytes),
             Err(BatchError::OffsetOverflow { .. })
         ));
         bytes[8..12].copy_from_slice(&41u32.to_le_bytes());
-        assert!(matches!(decode_header(&bytes), Err(BatchError::BadLength { .. })));
+        assert!(matches!(
+            decode_header(&bytes),
+            Err(BatchError::BadLength { .. })
+        ));
     }
 
     #[test]

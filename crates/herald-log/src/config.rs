@@ -103,7 +103,10 @@ impl LogConfig {
             return invalid("index_interval_bytes", "must be at least 1");
         }
         if u64::from(self.batch_bytes_max) < crate::batch::HEADER_BYTES as u64 {
-            return invalid("batch_bytes_max", "must be at least 40 bytes (one batch header)");
+            return invalid(
+                "batch_bytes_max",
+                "must be at least 40 bytes (one batch header)",
+            );
         }
         if self.queue_depth_max == 0 {
             return invalid("queue_depth_max", "must be at least 1");

@@ -40,7 +40,11 @@ pub enum LogError {
     },
     /// A read or lookup asked for an offset outside `[start, end]`.
     #[error("offset {requested} is out of range: the log holds offsets {start}..{end}")]
-    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    OffsetOutOfRange {
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
     /// The log is closed or shutting down.
     #[error("the log is closed")]
     Closed,
@@ -71,7 +75,11 @@ impl LogError {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        position: u64,
+        reason: impl Into<String>,
+    ) -> Self {
         LogError::Corrupt {
             path: path.into(),
             position,
@@ -145,7 +153,11 @@ mod tests {
         assert!(LogError::Backpressure.is_retryable());
         let full = LogError::io("write", "/x", io::Error::from(io::ErrorKind::StorageFull));
         assert!(full.is_retryable());
-        let other = LogError::io("write", "/x", io::Error::from(io::ErrorKind::PermissionDenied));
+        let other = LogError::io(
+            "write",
+            "/x",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
         assert!(!other.is_retryable());
         assert!(!LogError::Closed.is_retryable());
         assert!(!LogError::Poisoned("fsync failed".into()).is_retryable());

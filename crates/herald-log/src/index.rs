@@ -153,7 +153,9 @@ impl<E: IndexEntry> IndexFile<E> {
 
     pub(crate) fn entry(&self, index: u64) -> io::Result<E> {
         let mut raw = [0u8; 16];
-        let slot = raw.get_mut(..E::BYTES).ok_or_else(|| io::Error::other("entry too large"))?;
+        let slot = raw
+            .get_mut(..E::BYTES)
+            .ok_or_else(|| io::Error::other("entry too large"))?;
         self.file.read_exact_at(slot, index * E::BYTES as u64)?;
         E::decode(slot).ok_or_else(|| io::Error::other("short index entry"))
     }
@@ -215,7 +217,10 @@ pub(crate) fn check_index_file<E: IndexEntry>(
 ) -> io::Result<Result<(u64, Option<E>), InsaneReason>> {
     let size = file.metadata()?.len();
     if size % E::BYTES as u64 != 0 {
-        return Ok(Err(format!("size {size} is not a multiple of {} bytes", E::BYTES)));
+        return Ok(Err(format!(
+            "size {size} is not a multiple of {} bytes",
+            E::BYTES
+        )));
     }
     let entries = size / E::BYTES as u64;
     let chunk_entries = 4096u64;
@@ -224,7 +229,9 @@ pub(crate) fn check_index_file<E: IndexEntry>(
     let mut done = 0u64;
     while done < entries {
         let count = chunk_entries.min(entries - done);
-        let bytes = buffer.get_mut(..count as usize * E::BYTES).unwrap_or_default();
+        let bytes = buffer
+            .get_mut(..count as usize * E::BYTES)
+            .unwrap_or_default();
         file.read_exact_at(bytes, done * E::BYTES as u64)?;
         for raw in bytes.chunks_exact(E::BYTES) {
             let Some(entry) = E::decode(raw) else {
@@ -290,7 +297,10 @@ impl Indexer {
     ) -> (Option<OffsetIndexEntry>, Option<TimeIndexEntry>) {
         let length = u64::from(header.length);
         let mut offset_entry = None;
-        if self.bytes_since_offset_entry.is_none_or(|b| b >= self.interval_bytes) {
+        if self
+            .bytes_since_offset_entry
+            .is_none_or(|b| b >= self.interval_bytes)
+        {
             if let (Some(relative_offset), Ok(position)) =
                 (self.relative(header.base_offset), u32::try_from(position))
             {
@@ -304,12 +314,18 @@ impl Indexer {
         if let Some(bytes) = self.bytes_since_offset_entry.as_mut() {
             *bytes += length;
         }
-        if self.max_timestamp_ms.is_none_or(|m| header.max_timestamp_ms > m) {
+        if self
+            .max_timestamp_ms
+            .is_none_or(|m| header.max_timestamp_ms > m)
+        {
             self.max_timestamp_ms = Some(header.max_timestamp_ms);
             self.offset_of_max = header.base_offset;
         }
         let mut time_entry = None;
-        if self.bytes_since_time_entry.is_none_or(|b| b >= self.interval_bytes) {
+        if self
+            .bytes_since_time_entry
+            .is_none_or(|b| b >= self.interval_bytes)
+        {
             time_entry = self.take_time_entry();
         }
         if let Some(bytes) = self.bytes_since_time_entry.as_mut() {
@@ -397,7 +413,10 @@ mod tests {
             let (_, entry) = indexer.on_batch(&header(i as u64, 60, *ts), i as u64 * 60);
             entries.extend(entry);
         }
-        let got: Vec<(i64, u32)> = entries.iter().map(|e| (e.timestamp_ms, e.relative_offset)).collect();
+        let got: Vec<(i64, u32)> = entries
+            .iter()
+            .map(|e| (e.timestamp_ms, e.relative_offset))
+            .collect();
         assert_eq!(got, vec![(10, 0), (20, 2), (30, 5)]);
         assert_eq!(indexer.take_time_entry(), None);
     }

@@ -31,7 +31,7 @@ use crate::writer::{AppendRequest, Command, Writer};
 /// Dropping the last handle closes the log (see [`PartitionLog::close`]).
 #[derive(Debug)]
 pub struct PartitionLog {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     sender: SyncSender<Command>,
     closed: AtomicBool,
     writer: Mutex<Option<JoinHandle<Result<(), LogError>>>>,
@@ -83,7 +83,12 @@ impl PartitionLog {
             .cloned()
             .ok_or_else(|| LogError::corrupt(&dir, 0, "recovery produced no segment"))?;
         let (sender, receiver) = mpsc::sync_channel(config.queue_depth_max);
-        let shared = Arc::new(Shared::new(dir, config, segments, recovered.active.next_offset));
+        let shared = Arc::new(Shared::new(
+            dir,
+            config,
+            segments,
+            recovered.active.next_offset,
+        ));
         let writer = Writer::spawn(Arc::clone(&shared), active, recovered.active, receiver)?;
         Ok(Arc::new(Self {
             shared,
@@ -105,7 +110,9 @@ impl PartitionLog {
     /// is absent: it may still be found after a restart.
     pub async fn append(&self, records: Vec<Record>) -> Result<AppendOutcome, LogError> {
         let reply = self.submit(records)?;
-        reply.await.unwrap_or_else(|_| Err(self.shared.closed_error()))
+        reply
+            .await
+            .unwrap_or_else(|_| Err(self.shared.closed_error()))
     }
 
     /// [`PartitionLog::append`], blocking the calling thread. Must not be called
@@ -118,7 +125,7 @@ impl PartitionLog {
     }
 
     /// Validates and encodes `records` on the caller's thread and queues them.
-    fn submit(&self, records: Vec<Record>) -> Result<Reply, LogError> {
+    pub(crate) fn submit(&self, records: Vec<Record>) -> Result<Reply, LogError> {
         if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
@@ -157,7 +164,12 @@ impl PartitionLog {
     /// Every batch is verified before use. A batch that fails verification (or
     /// offsets missing from the log) ends the read: the records before it are
     /// returned, or `Corrupt` if there are none.
-    pub fn read(&self, offset: u64, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>, LogError> {
+    pub fn read(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
         let visible_end = self.shared.next_offset();
         self.check_range(offset, visible_end)?;
         let mut out = Vec::new();
@@ -167,9 +179,9 @@ impl PartitionLog {
         };
         let mut next = offset;
         while next < visible_end && budget.records_left > 0 {
-            let step = self
-                .segment_for(next, visible_end)
-                .and_then(|segment| read_segment(&segment, next, visible_end, &mut out, &mut budget));
+            let step = self.segment_for(next, visible_end).and_then(|segment| {
+                read_segment(&segment, next, visible_end, &mut out, &mut budget)
+            });
             match step {
                 Ok(Some(reached)) => next = reached,
                 Ok(None) => break,
@@ -262,7 +274,12 @@ impl PartitionLog {
 
     /// Bytes of all segment files (`.log`, `.index`, `.timeindex`).
     pub fn size_bytes(&self) -> u64 {
-        self.shared.segments.read().iter().map(|s| s.size_bytes()).sum()
+        self.shared
+            .segments
+            .read()
+            .iter()
+            .map(|s| s.size_bytes())
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -298,7 +315,9 @@ impl PartitionLog {
             return Err(LogError::Poisoned(reason));
         }
         match self.shared.active_segment() {
-            Some(segment) => self.shared.sync_data(segment.log_file(), segment.log_path()),
+            Some(segment) => self
+                .shared
+                .sync_data(segment.log_file(), segment.log_path()),
             None => Ok(()),
         }
     }

@@ -147,7 +147,11 @@ struct ScanSummary {
 
 /// Reads and verifies every batch from the start of `segment`, up to the first
 /// damaged one, and computes the index entries the good ones earn.
-fn scan_segment(segment: &Segment, log_bytes: u64, config: &LogConfig) -> Result<ScanSummary, LogError> {
+fn scan_segment(
+    segment: &Segment,
+    log_bytes: u64,
+    config: &LogConfig,
+) -> Result<ScanSummary, LogError> {
     let mut summary = ScanSummary {
         end_offset: segment.base_offset(),
         valid_bytes: 0,
@@ -183,7 +187,9 @@ fn scan_segment(segment: &Segment, log_bytes: u64, config: &LogConfig) -> Result
         let (offset_entry, time_entry) = summary.indexer.on_batch(&header, scanned.position);
         offset_entry.inspect(|e| e.encode_into(&mut summary.offset_entries));
         time_entry.inspect(|e| e.encode_into(&mut summary.time_entries));
-        summary.first_timestamp_ms.get_or_insert(header.first_timestamp_ms);
+        summary
+            .first_timestamp_ms
+            .get_or_insert(header.first_timestamp_ms);
         summary.end_offset = header.next_offset();
         summary.valid_bytes = scanner.position();
     }
@@ -271,7 +277,10 @@ fn recover_sealed(
         }
         Err(reason) => {
             tracing::warn!(path = %segment.log_path().display(), %reason, "rebuilding the indexes of a sealed segment");
-            (rebuild_sealed(&segment, log_bytes, next_base, config)?, true)
+            (
+                rebuild_sealed(&segment, log_bytes, next_base, config)?,
+                true,
+            )
         }
     };
     segment.publish(state);
@@ -321,21 +330,27 @@ fn check_sealed_indexes(
     log_bytes: u64,
     span_offsets: u64,
 ) -> Result<Result<SaneIndexes, String>, LogError> {
-    let offsets = check_index_file::<OffsetIndexEntry>(segment.offset_index.file(), span_offsets, |e| {
-        if u64::from(e.position) < log_bytes {
-            Ok(())
-        } else {
-            Err(format!("offset index points to byte {} of a {log_bytes}-byte log", e.position))
-        }
-    })
-    .map_err(|e| LogError::io("read index", segment.offset_index.path(), e))?;
-    let times = check_index_file::<TimeIndexEntry>(segment.time_index.file(), span_offsets, |_| Ok(()))
-        .map_err(|e| LogError::io("read time index", segment.time_index.path(), e))?;
-    let ((offset_entries, last_offset_entry), (time_entries, last_time_entry)) = match (offsets, times) {
-        (Ok(offsets), Ok(times)) => (offsets, times),
-        (Err(reason), _) => return Ok(Err(format!("offset index: {reason}"))),
-        (_, Err(reason)) => return Ok(Err(format!("time index: {reason}"))),
-    };
+    let offsets =
+        check_index_file::<OffsetIndexEntry>(segment.offset_index.file(), span_offsets, |e| {
+            if u64::from(e.position) < log_bytes {
+                Ok(())
+            } else {
+                Err(format!(
+                    "offset index points to byte {} of a {log_bytes}-byte log",
+                    e.position
+                ))
+            }
+        })
+        .map_err(|e| LogError::io("read index", segment.offset_index.path(), e))?;
+    let times =
+        check_index_file::<TimeIndexEntry>(segment.time_index.file(), span_offsets, |_| Ok(()))
+            .map_err(|e| LogError::io("read time index", segment.time_index.path(), e))?;
+    let ((offset_entries, last_offset_entry), (time_entries, last_time_entry)) =
+        match (offsets, times) {
+            (Ok(offsets), Ok(times)) => (offsets, times),
+            (Err(reason), _) => return Ok(Err(format!("offset index: {reason}"))),
+            (_, Err(reason)) => return Ok(Err(format!("time index: {reason}"))),
+        };
     if (log_bytes > 0) != (offset_entries > 0 && time_entries > 0) {
         return Ok(Err(format!(
             "{offset_entries} offset and {time_entries} time entries for a {log_bytes}-byte log"
@@ -344,8 +359,13 @@ fn check_sealed_indexes(
     if let Some(entry) = last_offset_entry {
         let expected = segment.base_offset() + u64::from(entry.relative_offset);
         let mut head = [0u8; HEADER_BYTES];
-        let read = segment.log_file().read_exact_at(&mut head, u64::from(entry.position));
-        let found = read.ok().and_then(|()| decode_header(&head).ok()).map(|h| h.base_offset);
+        let read = segment
+            .log_file()
+            .read_exact_at(&mut head, u64::from(entry.position));
+        let found = read
+            .ok()
+            .and_then(|()| decode_header(&head).ok())
+            .map(|h| h.base_offset);
         if found != Some(expected) {
             return Ok(Err(format!(
                 "last offset entry expects offset {expected} at byte {}",
@@ -369,14 +389,20 @@ fn sealed_end(
     log_bytes: u64,
 ) -> Result<Option<u64>, LogError> {
     let (position, mut expected) = last_entry.map_or((0, segment.base_offset()), |e| {
-        (u64::from(e.position), segment.base_offset() + u64::from(e.relative_offset))
+        (
+            u64::from(e.position),
+            segment.base_offset() + u64::from(e.relative_offset),
+        )
     });
     let mut scanner = BatchScanner::new(segment.log_file(), position, log_bytes, SCAN_CHUNK_BYTES);
     let damage = loop {
         match scanner.next_batch() {
             Ok(None) => return Ok(Some(expected)),
             Ok(Some(scanned)) if scanned.header.base_offset != expected => {
-                break format!("batch has base offset {}, expected {expected}", scanned.header.base_offset)
+                break format!(
+                    "batch has base offset {}, expected {expected}",
+                    scanned.header.base_offset
+                )
             }
             Ok(Some(scanned)) => match decode_batch(&scanned.bytes) {
                 Ok(_) => expected = scanned.header.next_offset(),
@@ -432,7 +458,9 @@ fn count_offsets(segments: &[Arc<Segment>]) -> u64 {
         .map(|(index, segment)| {
             let end = segments
                 .get(index + 1)
-                .map_or(segment.end_offset(), |next| segment.end_offset().min(next.base_offset()));
+                .map_or(segment.end_offset(), |next| {
+                    segment.end_offset().min(next.base_offset())
+                });
             end.saturating_sub(segment.base_offset())
         })
         .sum()

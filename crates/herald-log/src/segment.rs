@@ -152,15 +152,22 @@ impl Segment {
     /// Makes everything in `state` visible to readers. Called before the log's
     /// global end offset is raised, so a reader that sees the new end sees this too.
     pub(crate) fn publish(&self, state: SegmentState) {
-        self.written_bytes.store(state.written_bytes, Ordering::Release);
-        self.max_timestamp_ms.fetch_max(state.max_timestamp_ms, Ordering::AcqRel);
-        self.visible_bytes.store(state.written_bytes, Ordering::Release);
+        self.written_bytes
+            .store(state.written_bytes, Ordering::Release);
+        self.max_timestamp_ms
+            .fetch_max(state.max_timestamp_ms, Ordering::AcqRel);
+        self.visible_bytes
+            .store(state.written_bytes, Ordering::Release);
         self.end_offset.store(state.end_offset, Ordering::Release);
     }
 
     /// Removes the three files (the segment must already be out of the segment list).
     pub(crate) fn delete_files(&self) -> Result<(), LogError> {
-        for path in [&self.log_path, self.offset_index.path(), self.time_index.path()] {
+        for path in [
+            &self.log_path,
+            self.offset_index.path(),
+            self.time_index.path(),
+        ] {
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -182,7 +189,10 @@ impl Segment {
             .floor(|e| e.relative_offset <= relative)
             .map_err(|e| LogError::io("read index", self.offset_index.path(), e))?;
         Ok(entry.map_or((0, self.base_offset), |e| {
-            (u64::from(e.position), self.base_offset + u64::from(e.relative_offset))
+            (
+                u64::from(e.position),
+                self.base_offset + u64::from(e.relative_offset),
+            )
         }))
     }
 
@@ -245,7 +255,9 @@ impl Segment {
             .time_index
             .floor(|e| e.timestamp_ms <= timestamp_ms)
             .map_err(|e| LogError::io("read time index", self.time_index.path(), e))?;
-        let from = entry.map_or(self.base_offset, |e| self.base_offset + u64::from(e.relative_offset));
+        let from = entry.map_or(self.base_offset, |e| {
+            self.base_offset + u64::from(e.relative_offset)
+        });
         let mut found = None;
         self.scan_from(from, visible_end, |batch| {
             if batch.decoded.header.max_timestamp_ms < timestamp_ms {
@@ -297,7 +309,10 @@ impl VerifiedBatch<'_> {
 pub(crate) enum ScanError {
     Io(io::Error),
     /// The bytes at `position` are not a whole, well-formed batch header and body.
-    Damaged { position: u64, reason: String },
+    Damaged {
+        position: u64,
+        reason: String,
+    },
 }
 
 /// A batch found by a [`BatchScanner`]: header checked, CRC not yet.
@@ -339,7 +354,9 @@ impl<'a> BatchScanner<'a> {
     fn fill(&mut self, need: u64) -> io::Result<Bytes> {
         let chunk_end = self.chunk_start + self.chunk.len() as u64;
         if self.position < self.chunk_start || self.position + need > chunk_end {
-            let want = need.max(self.chunk_bytes as u64).min(self.limit - self.position);
+            let want = need
+                .max(self.chunk_bytes as u64)
+                .min(self.limit - self.position);
             let mut buffer = BytesMut::zeroed(want as usize);
             self.file.read_exact_at(&mut buffer, self.position)?;
             self.chunk = buffer.freeze();
@@ -358,7 +375,9 @@ impl<'a> BatchScanner<'a> {
         }
         let damaged = |reason: String| ScanError::Damaged { position, reason };
         if left < HEADER_BYTES as u64 {
-            return Err(damaged(format!("{left} trailing bytes are too short for a batch header")));
+            return Err(damaged(format!(
+                "{left} trailing bytes are too short for a batch header"
+            )));
         }
         let head = self.fill(HEADER_BYTES as u64).map_err(ScanError::Io)?;
         let header = decode_header(&head).map_err(|e| damaged(format!("bad batch header: {e}")))?;

@@ -38,7 +38,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(dir: PathBuf, config: LogConfig, segments: Vec<Arc<Segment>>, next_offset: u64) -> Self {
+    pub(crate) fn new(
+        dir: PathBuf,
+        config: LogConfig,
+        segments: Vec<Arc<Segment>>,
+        next_offset: u64,
+    ) -> Self {
         let start_offset = segments.first().map_or(next_offset, |s| s.base_offset());
         Self {
             dir,
@@ -111,7 +116,10 @@ impl Shared {
     pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<(), LogError> {
         self.fsync_count.fetch_add(1, Ordering::Relaxed);
         #[cfg(test)]
-        let result = self.faults.take_sync_fault().map_or_else(|| file.sync_data(), Err);
+        let result = self
+            .faults
+            .take_sync_fault()
+            .map_or_else(|| file.sync_data(), Err);
         #[cfg(not(test))]
         let result = file.sync_data();
         result.map_err(|e| {
@@ -122,10 +130,14 @@ impl Shared {
 
     /// fsync of the partition directory, so created files survive power failure.
     pub(crate) fn sync_dir(&self) -> Result<(), LogError> {
-        let dir = File::open(&self.dir).map_err(|e| LogError::io("open directory", &self.dir, e))?;
+        let dir =
+            File::open(&self.dir).map_err(|e| LogError::io("open directory", &self.dir, e))?;
         self.fsync_count.fetch_add(1, Ordering::Relaxed);
         dir.sync_all().map_err(|e| {
-            self.poison(format!("fsync of directory `{}` failed: {e}", self.dir.display()));
+            self.poison(format!(
+                "fsync of directory `{}` failed: {e}",
+                self.dir.display()
+            ));
             LogError::io("fsync directory", &self.dir, e)
         })
     }

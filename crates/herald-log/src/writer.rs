@@ -161,7 +161,10 @@ impl Writer {
             self.shared.faults.wait_while_paused();
             let (appends, close) = self.drain(first);
             self.handle(appends);
-            if self.sync_deadline().is_some_and(|due| Instant::now() >= due) {
+            if self
+                .sync_deadline()
+                .is_some_and(|due| Instant::now() >= due)
+            {
                 self.sync_unsynced();
             }
             if close {
@@ -172,7 +175,10 @@ impl Writer {
 
     fn next_command(&self) -> Next {
         let Some(deadline) = self.sync_deadline() else {
-            return self.receiver.recv().map_or(Next::Disconnected, Next::Command);
+            return self
+                .receiver
+                .recv()
+                .map_or(Next::Disconnected, Next::Command);
         };
         let wait = deadline.saturating_duration_since(Instant::now());
         match self.receiver.recv_timeout(wait) {
@@ -258,7 +264,8 @@ impl Writer {
             let base_offset = staged.next_offset;
             set_base_offset(&mut request.batch, base_offset);
             request.header.base_offset = base_offset;
-            let (offset_entry, time_entry) = staged.indexer.on_batch(&request.header, staged.position);
+            let (offset_entry, time_entry) =
+                staged.indexer.on_batch(&request.header, staged.position);
             offset_entry.inspect(|e| e.encode_into(&mut offset_entries));
             time_entry.inspect(|e| e.encode_into(&mut time_entries));
             staged.position += u64::from(request.header.length);
@@ -269,7 +276,9 @@ impl Writer {
             });
         }
         staged.first_append_ms.get_or_insert_with(now_ms);
-        if let Err(error) = self.write_run(&requests, &offset_entries, &time_entries, staged.position) {
+        if let Err(error) =
+            self.write_run(&requests, &offset_entries, &time_entries, staged.position)
+        {
             reply_error(requests, &error);
             return;
         }
@@ -291,7 +300,8 @@ impl Writer {
 
     fn sync_run(&mut self) -> Result<(), LogError> {
         if self.shared.config.fsync == FsyncPolicy::Always {
-            self.shared.sync_data(self.segment.log_file(), self.segment.log_path())
+            self.shared
+                .sync_data(self.segment.log_file(), self.segment.log_path())
         } else {
             self.unsynced_since.get_or_insert_with(Instant::now);
             Ok(())
@@ -316,11 +326,15 @@ impl Writer {
             .map_err(|e| ("write", segment.log_path(), e))
             .and_then(|()| {
                 let index = &segment.offset_index;
-                index.append(offset_entries).map_err(|e| ("write index", index.path(), e))
+                index
+                    .append(offset_entries)
+                    .map_err(|e| ("write index", index.path(), e))
             })
             .and_then(|()| {
                 let index = &segment.time_index;
-                index.append(time_entries).map_err(|e| ("write time index", index.path(), e))
+                index
+                    .append(time_entries)
+                    .map_err(|e| ("write time index", index.path(), e))
             });
         let Err((op, path, error)) = result else {
             segment.set_written_bytes(end_position);
@@ -328,14 +342,17 @@ impl Writer {
         };
         if is_no_space(&error) {
             match self.roll_back(position, offsets_before, times_before) {
-                Ok(()) => tracing::warn!(path = %path.display(), %error, "disk full: append rolled back"),
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), %error, "disk full: append rolled back")
+                }
                 Err(undo) => self.shared.poison(format!(
                     "{op} of `{}` failed ({error}) and could not be rolled back: {undo}",
                     path.display()
                 )),
             }
         } else {
-            self.shared.poison(format!("{op} of `{}` failed: {error}", path.display()));
+            self.shared
+                .poison(format!("{op} of `{}` failed: {error}", path.display()));
         }
         Err(LogError::io(op, path, error))
     }
@@ -345,11 +362,19 @@ impl Writer {
         file.seek(SeekFrom::Start(position))?;
         #[cfg(test)]
         if let Some((prefix_bytes, kind)) = self.shared.faults.take_write_fault() {
-            let joined: Vec<u8> = requests.iter().flat_map(|r| r.batch.iter().copied()).collect();
-            file.write_all(joined.get(..prefix_bytes.min(joined.len())).unwrap_or_default())?;
+            let joined: Vec<u8> = requests
+                .iter()
+                .flat_map(|r| r.batch.iter().copied())
+                .collect();
+            file.write_all(
+                joined
+                    .get(..prefix_bytes.min(joined.len()))
+                    .unwrap_or_default(),
+            )?;
             return Err(io::Error::from(kind));
         }
-        let mut slices: Vec<IoSlice<'_>> = requests.iter().map(|r| IoSlice::new(&r.batch)).collect();
+        let mut slices: Vec<IoSlice<'_>> =
+            requests.iter().map(|r| IoSlice::new(&r.batch)).collect();
         let mut pending = &mut slices[..];
         while !pending.is_empty() {
             match file.write_vectored(pending) {
@@ -377,7 +402,8 @@ impl Writer {
             Err(error) => {
                 remove_partial_segment(&self.shared.dir, base_offset);
                 if !error.is_retryable() {
-                    self.shared.poison(format!("creating a segment failed: {error}"));
+                    self.shared
+                        .poison(format!("creating a segment failed: {error}"));
                 }
                 return Err(error);
             }
@@ -402,16 +428,22 @@ impl Writer {
             let before = index.len();
             if let Err(error) = index.append(&encoded) {
                 if !is_no_space(&error) || index.truncate(before).is_err() {
-                    self.shared.poison(format!("sealing `{}` failed: {error}", index.path().display()));
+                    self.shared.poison(format!(
+                        "sealing `{}` failed: {error}",
+                        index.path().display()
+                    ));
                 }
                 return Err(LogError::io("write time index", index.path(), error));
             }
         }
         self.state.indexer = indexer;
         let segment = &self.segment;
-        self.shared.sync_data(segment.log_file(), segment.log_path())?;
-        self.shared.sync_data(segment.offset_index.file(), segment.offset_index.path())?;
-        self.shared.sync_data(segment.time_index.file(), segment.time_index.path())
+        self.shared
+            .sync_data(segment.log_file(), segment.log_path())?;
+        self.shared
+            .sync_data(segment.offset_index.file(), segment.offset_index.path())?;
+        self.shared
+            .sync_data(segment.time_index.file(), segment.time_index.path())
     }
 
     fn sync_deadline(&self) -> Option<Instant> {
@@ -424,7 +456,9 @@ impl Writer {
     fn sync_unsynced(&mut self) {
         if self.unsynced_since.take().is_some() && self.shared.poisoned().is_none() {
             // A failure poisons the log; there is no request to report it to.
-            let _ = self.shared.sync_data(self.segment.log_file(), self.segment.log_path());
+            let _ = self
+                .shared
+                .sync_data(self.segment.log_file(), self.segment.log_path());
         }
     }
 
@@ -433,7 +467,8 @@ impl Writer {
             return Err(LogError::Poisoned(reason));
         }
         self.unsynced_since = None;
-        self.shared.sync_data(self.segment.log_file(), self.segment.log_path())
+        self.shared
+            .sync_data(self.segment.log_file(), self.segment.log_path())
     }
 }
 
