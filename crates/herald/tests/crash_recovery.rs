@@ -168,7 +168,7 @@ fn produce(
         for _ in 0..count {
             let id = format!("c{cycle}-p{producer}-{sequence}");
             let key = format!("p{producer}-k{}", rng.random_range(0..KEYS_PER_PRODUCER));
-            let padding = "x".repeat(rng.random_range(0..2000));
+            let padding = "x".repeat(rng.random_range(0..256));
             sequence += 1;
             let mut event = common::keyed_event(&id, &key);
             event["data"] = json!({"sequence": sequence, "padding": padding});
