@@ -4,6 +4,11 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
 use common::{event, record_id, Api, Reply, Server};
 use serde_json::{json, Value};
 
@@ -38,6 +43,15 @@ fn publish_valid(api: &Api, round: usize) -> Vec<String> {
     let events: Vec<Value> = ids.iter().map(|id| event(id)).collect();
     api.publish("t", &events);
     ids
+}
+
+/// A batch body of 18 events just under 1 MiB each: over the 16 MiB request limit.
+fn over_request_limit() -> String {
+    let chunk = "z".repeat(MIB - 4096);
+    let batch: Vec<Value> = (0..18)
+        .map(|i| common::event_with_data(&format!("big-{i}"), json!(chunk)))
+        .collect();
+    Value::Array(batch).to_string()
 }
 
 fn without(field: &str) -> Value {
@@ -138,6 +152,20 @@ fn bad_requests_are_rejected_and_nothing_breaks() {
     post(&api, "t", STRUCTURED, huge.to_string()).expect_error(413, "payload_too_large");
     let batch = json!([event("small-1"), huge]);
     post(&api, "t", BATCH, batch.to_string()).expect_error(413, "payload_too_large");
+    // A body over the request limit (16 MiB by default), even if each event is small
+    // enough. On its own connection: the server may answer 413 and close before it has
+    // read the whole body, in which case the client can see a reset instead of the 413
+    // (`oversized_body_answer_is_delivered` checks the answer itself).
+    let one_off = Api::new(server.addr());
+    let builder = one_off.raw_builder(
+        "/v1/topics/t/events",
+        Some(BATCH),
+        over_request_limit().into_bytes(),
+        &[],
+    );
+    if let Ok(reply) = one_off.try_send(builder, "POST 18 MiB batch".into()) {
+        reply.expect_error(413, "payload_too_large");
+    }
     let near = common::event_with_data("near-limit", json!("y".repeat(MIB - 4096)));
     api.publish_one("t", &near);
     expected.push("near-limit".into());
@@ -220,6 +248,8 @@ fn bad_requests_are_rejected_and_nothing_breaks() {
     // Still healthy, and exactly the accepted events are stored.
     let health = api.get("/healthz").expect_status(200);
     assert_eq!(health.body, json!({"status": "ok"}));
+    let ready = api.get("/readyz").expect_status(200);
+    assert_eq!(ready.body, json!({"status": "ready"}));
     let mut stored: Vec<String> = (0..2)
         .flat_map(|p| api.fetch_all("t", p))
         .map(|r| record_id(&r).to_string())
@@ -238,4 +268,84 @@ fn bad_requests_are_rejected_and_nothing_breaks() {
         expected.len(),
         "no offsets were consumed by rejected requests"
     );
+}
+
+/// Reads one HTTP/1.1 response (head and content-length body) from `stream`.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let count = stream.read(&mut chunk)?;
+        if count == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("connection closed after {} bytes", buffer.len()),
+            ));
+        }
+        buffer.extend_from_slice(&chunk[..count]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    let mut body = buffer[head_end..].to_vec();
+    while body.len() < length {
+        let count = stream.read(&mut chunk)?;
+        if count == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..count]);
+    }
+    Ok((head, body))
+}
+
+/// The answer to an over-limit body must reach the client, and the connection must
+/// then be either usable or announced as closing (`Connection: close`).
+#[test]
+fn oversized_body_answer_is_delivered() {
+    let server = Server::start();
+    server.api().create_topic("t", 1);
+    let body = over_request_limit().into_bytes();
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let head = format!(
+        "POST /v1/topics/t/events HTTP/1.1\r\nhost: {}\r\ncontent-type: {BATCH}\r\n\
+         content-length: {}\r\n\r\n",
+        server.addr(),
+        body.len()
+    );
+    let mut writer = stream.try_clone().expect("clone stream");
+    let sender = thread::spawn(move || {
+        writer.write_all(head.as_bytes())?;
+        writer.write_all(&body)
+    });
+    let answer = read_response(&mut stream);
+    let sent = sender.join().expect("writer thread");
+    let (head, reply) = answer.unwrap_or_else(|e| {
+        panic!("no answer to an 18 MiB body ({e}; body write: {sent:?}): the server reset the connection before the client could read its 413")
+    });
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    let reply: Value = serde_json::from_slice(&reply).expect("JSON error body");
+    assert_eq!(reply["error"]["code"], "payload_too_large", "{reply}");
+    if !head.contains("connection: close") {
+        // The server claims the connection is still usable: it must have read the body.
+        let request = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n", server.addr());
+        let next = stream
+            .write_all(request.as_bytes())
+            .and_then(|()| read_response(&mut stream));
+        match next {
+            Ok((next_head, _)) => assert!(next_head.starts_with("http/1.1 200"), "{next_head}"),
+            Err(e) => panic!(
+                "the 413 did not say `connection: close`, yet the next request on the \
+                 connection failed ({e}; body write: {sent:?}); 413 head:\n{head}"
+            ),
+        }
+    }
+    server.api().get("/healthz").expect_status(200);
 }

@@ -419,3 +419,53 @@ fn silent_member_loses_partitions_after_session_timeout() {
         received += page["events"].as_array().expect("events").len();
     }
 }
+
+#[test]
+fn member_long_poll_wakes_on_any_assigned_partition() {
+    let server = Server::start();
+    let api = server.api();
+    api.create_topic(TOPIC, PARTITIONS);
+    let (member, joined) = Member::join(&api, "lp", 10_000);
+    assert_eq!(
+        partitions_of(&joined["assignments"]).len(),
+        PARTITIONS as usize,
+        "{joined}"
+    );
+    // Nothing to read yet.
+    let page = member.fetch(&api, 10, 0).expect_status(200).body;
+    assert_eq!(page["events"], json!([]), "{page}");
+
+    for partition in [4u32, 1] {
+        let poller = api.clone();
+        let path = member.path("/events");
+        let started = Instant::now();
+        let handle = thread::spawn(move || {
+            let reply =
+                poller.get_query(&path, &[("max", "10".into()), ("wait_ms", "5000".into())]);
+            (reply.expect_status(200).body, Instant::now())
+        });
+        thread::sleep(Duration::from_millis(300));
+        let published_at = Instant::now();
+        api.post_raw(
+            &format!("/v1/topics/{TOPIC}/events?partition={partition}"),
+            Some("application/cloudevents+json"),
+            event(&format!("wake-{partition}")).to_string().into_bytes(),
+            &[],
+        )
+        .expect_status(200);
+        let (page, returned_at) = handle.join().expect("poller");
+        let ids: Vec<&str> = page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(common::record_id)
+            .collect();
+        assert_eq!(ids, [format!("wake-{partition}")], "{page}");
+        let after_publish = returned_at.saturating_duration_since(published_at);
+        assert!(
+            after_publish < Duration::from_millis(2000)
+                && returned_at - started < Duration::from_millis(3000),
+            "member long poll returned {after_publish:?} after a publish to partition {partition}"
+        );
+    }
+}

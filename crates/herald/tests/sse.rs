@@ -276,3 +276,49 @@ fn sigterm_with_open_streams_exits_cleanly() {
     );
     let _ = poll.join();
 }
+
+#[test]
+fn bad_stream_requests() {
+    let server = Server::start();
+    let api = server.api();
+    api.create_topic("t", 2);
+    api.get("/v1/topics/nope/sse?offset=earliest")
+        .expect_error(404, "topic_not_found");
+    api.get("/v1/topics/t/sse?offset=abc")
+        .expect_error(400, "invalid_argument");
+    api.get("/v1/topics/t/sse?offset=-3")
+        .expect_error(400, "invalid_argument");
+    api.get("/v1/topics/t/sse?from_time=yesterday")
+        .expect_error(400, "invalid_argument");
+    let reply = api.get("/v1/topics/t/sse?partition=7&offset=earliest");
+    assert!(
+        reply.status == 400 || reply.status == 404,
+        "unknown partition: expected 400 or 404, got {} {}",
+        reply.status,
+        reply.text
+    );
+}
+
+#[test]
+fn numeric_offset_and_from_time_streams() {
+    let server = Server::start();
+    let api = server.api();
+    api.create_topic("t", 1);
+    let events: Vec<Value> = (0..10).map(|i| event(&format!("e{i}"))).collect();
+    api.publish("t", &events);
+    let from_seven = Stream::open(&server, "/v1/topics/t/sse?partition=0&offset=7");
+    let ids: Vec<String> = from_seven
+        .take(3, Duration::from_secs(10))
+        .iter()
+        .map(|m| record_id(&m.data).to_string())
+        .collect();
+    assert_eq!(ids, ["e7", "e8", "e9"]);
+    from_seven.assert_quiet(Duration::from_millis(200));
+
+    let from_past = Stream::open(
+        &server,
+        "/v1/topics/t/sse?partition=0&from_time=2000-01-01T00:00:00Z",
+    );
+    let first = from_past.take(1, Duration::from_secs(10));
+    assert_eq!(record_id(&first[0].data), "e0", "{first:?}");
+}
