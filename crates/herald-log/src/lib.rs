@@ -24,9 +24,9 @@
 //! once it is durable under the log's [`FsyncPolicy`]; a batch whose CRC does not
 //! verify is never returned to a reader.
 
-#![deny(clippy::unwrap_used)]
+#![deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 #![warn(clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used))]
+#![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic))]
 
 pub mod batch;
 pub mod config;
