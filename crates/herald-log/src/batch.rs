@@ -535,4 +535,56 @@ mod tests {
         bytes[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_batch(&bytes).is_err());
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        use super::*;
+
+        fn config() -> Config {
+            let seed = 0x00C0_DEC0;
+            eprintln!("random seed: {seed}");
+            Config {
+                cases: 512,
+                rng_seed: RngSeed::Fixed(seed),
+                failure_persistence: None,
+                ..Config::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                if let Ok(decoded) = decode_batch(&bytes) {
+                    prop_assert_eq!(decoded.records().count() as u32, decoded.header.record_count);
+                }
+                let _ = crate::index::decode_offset_entry(&bytes);
+                let _ = crate::index::decode_time_entry(&bytes);
+            }
+
+            #[test]
+            fn mutated_batches_never_panic_and_are_caught(
+                values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
+                position in any::<proptest::sample::Index>(),
+                replacement in any::<u8>(),
+            ) {
+                let records: Vec<Record> = values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| Record { timestamp_ms: i as i64, key: None, value: Bytes::from(v) })
+                    .collect();
+                let mut bytes = encode_batch(3, &records).expect("encode");
+                let at = position.index(bytes.len());
+                let changed = bytes[at] != replacement;
+                bytes[at] = replacement;
+                let result = decode_batch(&bytes);
+                if changed && at >= CRC_START {
+                    prop_assert!(result.is_err(), "change at byte {} not caught", at);
+                }
+            }
+        }
+    }
 }

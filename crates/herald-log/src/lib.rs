@@ -26,7 +26,15 @@
 
 #![deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 #![warn(clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub mod batch;
 pub mod config;

@@ -652,3 +652,10 @@ fn concurrent_readers_never_see_past_the_end() {
     }
     writer.join().expect("join");
 }
+
+#[test]
+fn partition_log_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PartitionLog>();
+    assert_send_sync::<Arc<PartitionLog>>();
+}
