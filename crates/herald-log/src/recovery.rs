@@ -140,36 +140,91 @@ struct ScanSummary {
     /// Why the scan stopped before the end of the file, if it did.
     damage: Option<String>,
     indexer: Indexer,
-    offset_entries: Vec<u8>,
-    time_entries: Vec<u8>,
     first_timestamp_ms: Option<i64>,
 }
 
+/// Index entries found by a scan, written to the index files in bounded chunks.
+struct IndexRewrite<'a> {
+    segment: &'a Segment,
+    offset_entries: Vec<u8>,
+    time_entries: Vec<u8>,
+}
+
+/// Bytes of index entries buffered before they are written out.
+const REWRITE_CHUNK_BYTES: usize = 64 * 1024;
+
+impl<'a> IndexRewrite<'a> {
+    /// Empties both index files of `segment`.
+    fn start(segment: &'a Segment) -> Result<Self, LogError> {
+        let offsets = &segment.offset_index;
+        offsets
+            .truncate(0)
+            .map_err(|e| LogError::io("rebuild index", offsets.path(), e))?;
+        let times = &segment.time_index;
+        times
+            .truncate(0)
+            .map_err(|e| LogError::io("rebuild time index", times.path(), e))?;
+        Ok(Self {
+            segment,
+            offset_entries: Vec::new(),
+            time_entries: Vec::new(),
+        })
+    }
+
+    fn push(
+        &mut self,
+        offset_entry: Option<OffsetIndexEntry>,
+        time_entry: Option<TimeIndexEntry>,
+    ) -> Result<(), LogError> {
+        offset_entry.inspect(|e| e.encode_into(&mut self.offset_entries));
+        time_entry.inspect(|e| e.encode_into(&mut self.time_entries));
+        if self.offset_entries.len() + self.time_entries.len() >= REWRITE_CHUNK_BYTES {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<(), LogError> {
+        let offsets = &self.segment.offset_index;
+        offsets
+            .append(&self.offset_entries)
+            .map_err(|e| LogError::io("rebuild index", offsets.path(), e))?;
+        self.offset_entries.clear();
+        let times = &self.segment.time_index;
+        times
+            .append(&self.time_entries)
+            .map_err(|e| LogError::io("rebuild time index", times.path(), e))?;
+        self.time_entries.clear();
+        Ok(())
+    }
+}
+
 /// Reads and verifies every batch from the start of `segment`, up to the first
-/// damaged one, and computes the index entries the good ones earn.
+/// damaged one, and rewrites both index files with the entries the good ones earn.
+/// `seal` adds the final time entry of a sealed segment.
 fn scan_segment(
     segment: &Segment,
     log_bytes: u64,
     config: &LogConfig,
+    seal: bool,
 ) -> Result<ScanSummary, LogError> {
     let mut summary = ScanSummary {
         end_offset: segment.base_offset(),
         valid_bytes: 0,
         damage: None,
         indexer: Indexer::new(segment.base_offset(), config.index_interval_bytes),
-        offset_entries: Vec::new(),
-        time_entries: Vec::new(),
         first_timestamp_ms: None,
     };
+    let mut rewrite = IndexRewrite::start(segment)?;
     let mut scanner = BatchScanner::new(segment.log_file(), 0, log_bytes, SCAN_CHUNK_BYTES);
     loop {
         let scanned = match scanner.next_batch() {
             Ok(Some(scanned)) => scanned,
-            Ok(None) => return Ok(summary),
+            Ok(None) => break,
             Err(ScanError::Io(e)) => return Err(LogError::io("read", segment.log_path(), e)),
             Err(ScanError::Damaged { reason, .. }) => {
                 summary.damage = Some(reason);
-                return Ok(summary);
+                break;
             }
         };
         let header = scanned.header;
@@ -178,35 +233,25 @@ fn scan_segment(
                 "batch has base offset {}, expected {}",
                 header.base_offset, summary.end_offset
             ));
-            return Ok(summary);
+            break;
         }
         if let Err(e) = decode_batch(&scanned.bytes) {
             summary.damage = Some(format!("batch at offset {}: {e}", header.base_offset));
-            return Ok(summary);
+            break;
         }
         let (offset_entry, time_entry) = summary.indexer.on_batch(&header, scanned.position);
-        offset_entry.inspect(|e| e.encode_into(&mut summary.offset_entries));
-        time_entry.inspect(|e| e.encode_into(&mut summary.time_entries));
+        rewrite.push(offset_entry, time_entry)?;
         summary
             .first_timestamp_ms
             .get_or_insert(header.first_timestamp_ms);
         summary.end_offset = header.next_offset();
         summary.valid_bytes = scanner.position();
     }
-}
-
-/// Replaces both index files of `segment` with the entries of `summary`.
-fn write_indexes(segment: &Segment, summary: &ScanSummary) -> Result<(), LogError> {
-    let offsets = &segment.offset_index;
-    let times = &segment.time_index;
-    offsets
-        .truncate(0)
-        .and_then(|()| offsets.append(&summary.offset_entries))
-        .map_err(|e| LogError::io("rebuild index", offsets.path(), e))?;
-    times
-        .truncate(0)
-        .and_then(|()| times.append(&summary.time_entries))
-        .map_err(|e| LogError::io("rebuild time index", times.path(), e))
+    if seal {
+        rewrite.push(None, summary.indexer.take_time_entry())?;
+    }
+    rewrite.write_out()?;
+    Ok(summary)
 }
 
 fn recover_tail(
@@ -216,7 +261,7 @@ fn recover_tail(
 ) -> Result<(Segment, ActiveState, u64), LogError> {
     let segment = Segment::open(dir, base_offset, false)?;
     let log_bytes = log_bytes(&segment)?;
-    let summary = scan_segment(&segment, log_bytes, config)?;
+    let summary = scan_segment(&segment, log_bytes, config, false)?;
     let truncated_bytes = log_bytes - summary.valid_bytes;
     if let Some(reason) = &summary.damage {
         tracing::warn!(
@@ -231,7 +276,6 @@ fn recover_tail(
             .and_then(|()| log.sync_data())
             .map_err(|e| LogError::io("truncate", segment.log_path(), e))?;
     }
-    write_indexes(&segment, &summary)?;
     segment.publish(SegmentState {
         written_bytes: summary.valid_bytes,
         end_offset: summary.end_offset,
@@ -296,16 +340,17 @@ fn rebuild_sealed(
     next_base: u64,
     config: &LogConfig,
 ) -> Result<SegmentState, LogError> {
-    let mut summary = scan_segment(segment, log_bytes, config)?;
-    if let Some(final_entry) = summary.indexer.take_time_entry() {
-        final_entry.encode_into(&mut summary.time_entries);
-    }
-    write_indexes(segment, &summary)?;
-    for index_file in [segment.offset_index.file(), segment.time_index.file()] {
-        index_file
-            .sync_data()
-            .map_err(|e| LogError::io("fdatasync", segment.offset_index.path(), e))?;
-    }
+    let summary = scan_segment(segment, log_bytes, config, true)?;
+    let offsets = &segment.offset_index;
+    offsets
+        .file()
+        .sync_data()
+        .map_err(|e| LogError::io("fdatasync", offsets.path(), e))?;
+    let times = &segment.time_index;
+    times
+        .file()
+        .sync_data()
+        .map_err(|e| LogError::io("fdatasync", times.path(), e))?;
     let end_offset = match &summary.damage {
         None => summary.end_offset,
         Some(reason) => {
