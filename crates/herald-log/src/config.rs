@@ -37,8 +37,11 @@ pub enum FsyncPolicy {
 
 /// Tunables of one partition log. `Default` gives the documented defaults.
 ///
-/// Memory bound: the writer queue holds at most `queue_depth_max` batches of at most
-/// `batch_bytes_max` bytes each; a read holds at most one batch beyond `max_bytes`.
+/// Memory bound per partition: the writer queue holds at most `queue_depth_max`
+/// encoded batches of at most `batch_bytes_max` bytes each, and the writer works on at
+/// most as many more at a time; a read holds its result plus one 64 KiB read chunk (or
+/// one batch, if larger); recovery holds one 1 MiB chunk (or one batch) and 64 KiB of
+/// index entries.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
     /// Roll the active segment when the next batch would take it past this many
