@@ -380,9 +380,54 @@ fn groups_commands() {
     .success();
     assert_eq!(committed(&api), 5);
 
+    cli(&server, &["groups", "delete", "cg"]).success();
+    api.get("/v1/groups/cg")
+        .expect_error(404, "group_not_found");
+
     let missing = cli(&server, &["groups", "describe", "nope"]);
     assert!(
         !missing.status.success(),
         "describe of an unknown group must fail: {missing:?}"
     );
+}
+
+#[test]
+fn consume_as_group_member_resumes_from_commits() {
+    let server = Server::start();
+    let api = server.api();
+    api.create_topic("gm", 2);
+    let events: Vec<Value> = (0..20).map(|i| common::event(&format!("e{i}"))).collect();
+    api.publish("gm", &events);
+
+    let mut seen = Vec::new();
+    for max in ["8", "8"] {
+        let run = cli(
+            &server,
+            &["--json", "consume", "gm", "--group", "cli-g", "--max", max],
+        )
+        .success();
+        let records = run.json_lines();
+        assert_eq!(records.len(), 8, "{run:?}");
+        seen.extend(records.iter().map(|r| record_id(r).to_string()));
+    }
+    // No --max, no --follow: reads what is left and stops.
+    let rest = cli(&server, &["--json", "consume", "gm", "--group", "cli-g"]).success();
+    seen.extend(rest.json_lines().iter().map(|r| record_id(r).to_string()));
+    seen.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "each event once across three runs of one group"
+    );
+
+    let described = api.describe_group("cli-g");
+    assert_eq!(
+        described["members"],
+        json!([]),
+        "the CLI member left: {described}"
+    );
+    for entry in described["offsets"].as_array().expect("offsets") {
+        assert_eq!(entry["lag"], 0, "{described}");
+    }
 }

@@ -327,12 +327,14 @@ fn members_share_partitions_commit_and_resume_after_restart() {
         .collect();
     assert_eq!(committed_offsets(&api, "g"), expected);
 
-    // Reset is refused while the group has members, allowed once it is empty.
+    // Reset and delete are refused while the group has members, allowed once it is empty.
     api.post_json(
         "/v1/groups/g/reset",
         &json!({"topic": TOPIC, "to": "earliest"}),
     )
     .expect_error(409, "group_not_empty");
+    api.delete("/v1/groups/g")
+        .expect_error(409, "group_not_empty");
     member.leave(&api);
     api.post_json(
         "/v1/groups/g/reset",
@@ -468,4 +470,42 @@ fn member_long_poll_wakes_on_any_assigned_partition() {
             "member long poll returned {after_publish:?} after a publish to partition {partition}"
         );
     }
+}
+
+#[test]
+fn latest_reset_skips_existing_events() {
+    let server = Server::start();
+    let api = server.api();
+    api.create_topic(TOPIC, PARTITIONS);
+    publish_round_robin(&api, "old", 3);
+    let joined = api.join_group(
+        "late",
+        &json!({"topics": [TOPIC], "auto_offset_reset": "latest"}),
+    );
+    let member = Member {
+        group: "late".into(),
+        id: joined["member_id"].as_str().expect("member_id").to_string(),
+    };
+    let page = member.fetch(&api, 100, 0).expect_status(200).body;
+    assert_eq!(page["events"], json!([]), "latest: nothing old: {page}");
+    publish_round_robin(&api, "new", 1);
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids.len() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "got only {ids:?}");
+        let page = member.fetch(&api, 100, 200).expect_status(200).body;
+        for record in page["events"].as_array().expect("events") {
+            ids.push(common::record_id(record).to_string());
+        }
+    }
+    assert!(ids.iter().all(|id| id.starts_with("new-")), "{ids:?}");
+    api.get("/v1/groups/late/members/no-such-member/events")
+        .expect_error(404, "member_not_found");
+    api.post_json(
+        "/v1/groups/late/members/no-such-member/heartbeat",
+        &json!({}),
+    )
+    .expect_error(404, "member_not_found");
+    api.get("/v1/groups/no-such-group")
+        .expect_error(404, "group_not_found");
 }

@@ -184,6 +184,29 @@ fn keyed_events_share_a_partition_in_order() {
             .or_default()
             .push((ack.id, ack.partition, ack.offset));
     }
+    // And one binary-mode event per key (`ce-partitionkey` header).
+    for key in keys {
+        let id = format!("{key}-binary");
+        let headers = [
+            ("ce-id", id.as_str()),
+            ("ce-source", "/herald/binary"),
+            ("ce-type", "test.binary"),
+            ("ce-specversion", "1.0"),
+            ("ce-partitionkey", key),
+        ];
+        let reply = api
+            .post_raw(
+                &publish_path("keyed"),
+                Some("text/plain"),
+                b"b".to_vec(),
+                &headers,
+            )
+            .expect_status(200);
+        let ack = common::parse_acks(&reply).remove(0);
+        sent.entry(key)
+            .or_default()
+            .push((ack.id, ack.partition, ack.offset));
+    }
 
     let logs: Vec<Vec<Value>> = (0..partitions).map(|p| api.fetch_all("keyed", p)).collect();
     for (key, acks) in &sent {
