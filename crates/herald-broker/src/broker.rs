@@ -21,7 +21,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::error::BrokerError;
-use crate::group::{Assignment, GroupDescription, GroupState, JoinOptions, MemberDescription, MemberFetch, OffsetReset, PartitionLag};
+use crate::group::{
+    Assignment, GroupDescription, GroupState, JoinOptions, MemberDescription, MemberFetch,
+    OffsetReset, PartitionLag,
+};
 use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
@@ -70,6 +73,13 @@ pub struct PartitionStats {
     pub size_bytes: u64,
 }
 
+/// A member's partitions with the positions its next fetch starts from.
+struct MemberPlan {
+    generation: u64,
+    positions: Vec<(Assignment, u64)>,
+    session_timeout: Duration,
+}
+
 /// A cheap-to-clone handle to the broker engine.
 #[derive(Clone)]
 pub struct Broker {
@@ -115,7 +125,12 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
-        tracing::info!(topics = topics.len(), groups = committed.len(), elapsed_ms = started.elapsed().as_millis() as u64, "broker recovered");
+        tracing::info!(
+            topics = topics.len(),
+            groups = committed.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "broker recovered"
+        );
         let groups = committed
             .into_iter()
             .map(|(name, offsets)| (name, GroupState::with_committed(offsets)))
@@ -183,7 +198,11 @@ impl Broker {
     // ---- topics ----
 
     /// Creates a topic durably. `TopicExists` if it exists.
-    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicMeta, BrokerError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<TopicMeta, BrokerError> {
         self.check_running()?;
         validate_name("name", name)?;
         config.validate()?;
@@ -208,8 +227,15 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        self.inner.topics.write().insert(name.to_string(), Arc::new(topic));
-        tracing::info!(topic = name, partitions = meta.config.partitions, "topic created");
+        self.inner
+            .topics
+            .write()
+            .insert(name.to_string(), Arc::new(topic));
+        tracing::info!(
+            topic = name,
+            partitions = meta.config.partitions,
+            "topic created"
+        );
         Ok(meta)
     }
 
@@ -248,7 +274,11 @@ impl Broker {
                 if group.committed.len() != before {
                     touched.push(name.clone());
                 }
-                if group.members.values().any(|m| m.topics.iter().any(|t| t == topic)) {
+                if group
+                    .members
+                    .values()
+                    .any(|m| m.topics.iter().any(|t| t == topic))
+                {
                     group.rebalance(&counts);
                 }
             }
@@ -263,7 +293,12 @@ impl Broker {
 
     /// Every topic's metadata, by name.
     pub fn list_topics(&self) -> Vec<TopicMeta> {
-        self.inner.topics.read().values().map(|t| t.meta.clone()).collect()
+        self.inner
+            .topics
+            .read()
+            .values()
+            .map(|t| t.meta.clone())
+            .collect()
     }
 
     /// The topic called `name`.
@@ -320,7 +355,8 @@ impl Broker {
                 (key, e)
             })
             .collect();
-        self.publish_keyed(topic_name, entries, forced_partition).await
+        self.publish_keyed(topic_name, entries, forced_partition)
+            .await
     }
 
     /// Like [`Broker::publish`], with an explicit record key per event (Kafka keys are
@@ -339,7 +375,11 @@ impl Broker {
         if let Some(p) = forced_partition {
             topic.partition(p)?;
         }
-        let max = topic.meta.config.max_event_bytes.unwrap_or(self.inner.config.max_event_bytes);
+        let max = topic
+            .meta
+            .config
+            .max_event_bytes
+            .unwrap_or(self.inner.config.max_event_bytes);
         let timestamp_ms = now_ms();
         let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
         for (index, (key, event)) in entries.iter_mut().enumerate() {
@@ -349,12 +389,21 @@ impl Broker {
             })?;
             let value = encode_event_to_vec(event);
             if value.len() > max {
-                return Err(BrokerError::PayloadTooLarge { index, size: value.len(), max });
+                return Err(BrokerError::PayloadTooLarge {
+                    index,
+                    size: value.len(),
+                    max,
+                });
             }
-            let partition = forced_partition.unwrap_or_else(|| topic.choose_partition(key.as_deref()));
+            let partition =
+                forced_partition.unwrap_or_else(|| topic.choose_partition(key.as_deref()));
             let entry = batches.entry(partition).or_default();
             entry.0.push(index);
-            entry.1.push(Record { timestamp_ms, key: key.take(), value: Bytes::from(value) });
+            entry.1.push(Record {
+                timestamp_ms,
+                key: key.take(),
+                value: Bytes::from(value),
+            });
         }
         let appends = batches.into_iter().map(|(partition, (indexes, records))| {
             let log = topic.partition(partition).cloned();
@@ -380,7 +429,10 @@ impl Broker {
     // ---- fetch ----
 
     /// Resolves a seek position to an offset of `log`.
-    pub fn resolve_position(log: &PartitionLog, position: SeekPosition) -> Result<u64, BrokerError> {
+    pub fn resolve_position(
+        log: &PartitionLog,
+        position: SeekPosition,
+    ) -> Result<u64, BrokerError> {
         Ok(match position {
             SeekPosition::Offset(o) => o,
             SeekPosition::Earliest => log.start_offset(),
@@ -456,8 +508,15 @@ impl Broker {
             for (p, log) in topic.partitions().iter().enumerate() {
                 match log.enforce_retention(now) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = topic.name(), partition = p, segments = n, "retention deleted segments"),
-                    Err(e) => tracing::error!(topic = topic.name(), partition = p, error = %e, "retention failed"),
+                    Ok(n) => tracing::info!(
+                        topic = topic.name(),
+                        partition = p,
+                        segments = n,
+                        "retention deleted segments"
+                    ),
+                    Err(e) => {
+                        tracing::error!(topic = topic.name(), partition = p, error = %e, "retention failed")
+                    }
                 }
             }
         }
@@ -466,11 +525,17 @@ impl Broker {
     // ---- consumer groups ----
 
     /// Adds a member to `group` (creating the group) and rebalances.
-    pub fn join_group(&self, group: &str, options: JoinOptions) -> Result<(String, u64, Vec<Assignment>), BrokerError> {
+    pub fn join_group(
+        &self,
+        group: &str,
+        options: JoinOptions,
+    ) -> Result<(String, u64, Vec<Assignment>), BrokerError> {
         self.check_running()?;
         validate_name("group", group)?;
         if options.topics.is_empty() {
-            return Err(herald_core::ValidationError::new("topics", "list at least one topic").into());
+            return Err(
+                herald_core::ValidationError::new("topics", "list at least one topic").into(),
+            );
         }
         for t in &options.topics {
             self.topic(t)?;
@@ -489,22 +554,42 @@ impl Broker {
     pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
         let counts = self.partition_counts();
         let mut groups = self.inner.groups.lock();
-        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = groups
+            .get_mut(group)
+            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
         if !state.leave(member_id, &counts) {
-            return Err(BrokerError::MemberNotFound { group: group.into(), member: member_id.into() });
+            return Err(BrokerError::MemberNotFound {
+                group: group.into(),
+                member: member_id.into(),
+            });
         }
-        tracing::info!(group, member = member_id, generation = state.generation, "member left");
+        tracing::info!(
+            group,
+            member = member_id,
+            generation = state.generation,
+            "member left"
+        );
         Ok(())
     }
 
     /// Records a heartbeat; returns the current generation and the member's assignments.
-    pub fn heartbeat(&self, group: &str, member_id: &str) -> Result<(u64, Vec<Assignment>), BrokerError> {
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+    ) -> Result<(u64, Vec<Assignment>), BrokerError> {
         let mut groups = self.inner.groups.lock();
-        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
-        let member = state
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+        let state = groups
+            .get_mut(group)
+            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let member =
+            state
+                .members
+                .get_mut(member_id)
+                .ok_or_else(|| BrokerError::MemberNotFound {
+                    group: group.into(),
+                    member: member_id.into(),
+                })?;
         member.last_seen = Instant::now();
         Ok((state.generation, member.assignments.clone()))
     }
@@ -520,7 +605,12 @@ impl Broker {
     }
 
     /// Where a member starts on `a`: committed offset (if still in the log), else its reset policy.
-    fn initial_position(&self, committed: Option<u64>, reset: OffsetReset, a: &Assignment) -> Result<u64, BrokerError> {
+    fn initial_position(
+        &self,
+        committed: Option<u64>,
+        reset: OffsetReset,
+        a: &Assignment,
+    ) -> Result<u64, BrokerError> {
         let topic = self.topic(&a.topic)?;
         let log = topic.partition(a.partition)?;
         let (start, end) = (log.start_offset(), log.next_offset());
@@ -534,14 +624,20 @@ impl Broker {
     }
 
     /// Snapshot of a member's partitions and positions (heartbeat included).
-    fn member_plan(&self, group: &str, member_id: &str) -> Result<(u64, Vec<Assignment>, Vec<(Assignment, u64)>, Duration), BrokerError> {
+    fn member_plan(&self, group: &str, member_id: &str) -> Result<MemberPlan, BrokerError> {
         let mut groups = self.inner.groups.lock();
-        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = groups
+            .get_mut(group)
+            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
         let committed = state.committed.clone();
-        let member = state
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+        let member =
+            state
+                .members
+                .get_mut(member_id)
+                .ok_or_else(|| BrokerError::MemberNotFound {
+                    group: group.into(),
+                    member: member_id.into(),
+                })?;
         member.last_seen = Instant::now();
         let n = member.assignments.len();
         let mut plan = Vec::with_capacity(n);
@@ -561,16 +657,30 @@ impl Broker {
         if n > 0 {
             member.cursor = (member.cursor + 1) % n;
         }
-        Ok((state.generation, member.assignments.clone(), plan, member.session_timeout))
+        Ok(MemberPlan {
+            generation: state.generation,
+            positions: plan,
+            session_timeout: member.session_timeout,
+        })
     }
 
     /// Fetches events for a group member from its assigned partitions, advancing its
     /// positions (not its committed offsets). Long-polls up to `wait`.
-    pub async fn fetch_for_member(&self, group: &str, member_id: &str, max: usize, wait: Duration) -> Result<MemberFetch, BrokerError> {
+    pub async fn fetch_for_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<MemberFetch, BrokerError> {
         let max = max.clamp(1, FETCH_EVENTS_MAX);
         let started = Instant::now();
         loop {
-            let (generation, assignments, plan, session_timeout) = self.member_plan(group, member_id)?;
+            let MemberPlan {
+                generation,
+                positions: plan,
+                session_timeout,
+            } = self.member_plan(group, member_id)?;
             let wait_total = wait.min(session_timeout / 2).min(FETCH_WAIT_MAX);
             let mut watches = Vec::new();
             let mut events = Vec::new();
@@ -589,7 +699,7 @@ impl Broker {
             }
             let elapsed = started.elapsed();
             if !events.is_empty() || elapsed >= wait_total || (plan.is_empty() && wait.is_zero()) {
-                return self.advance_member(group, member_id, generation, assignments, events);
+                return self.advance_member(group, member_id, generation, events);
             }
             if plan.is_empty() {
                 tokio::time::sleep((wait_total - elapsed).min(Duration::from_millis(100))).await;
@@ -612,70 +722,124 @@ impl Broker {
         }
     }
 
-    fn advance_member(&self, group: &str, member_id: &str, generation: u64, assignments: Vec<Assignment>, mut events: Vec<EventRecord>) -> Result<MemberFetch, BrokerError> {
+    fn advance_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u64,
+        mut events: Vec<EventRecord>,
+    ) -> Result<MemberFetch, BrokerError> {
         let mut groups = self.inner.groups.lock();
-        let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = groups
+            .get_mut(group)
+            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
         let current_generation = state.generation;
-        let member = state
-            .members
-            .get_mut(member_id)
-            .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
+        let member =
+            state
+                .members
+                .get_mut(member_id)
+                .ok_or_else(|| BrokerError::MemberNotFound {
+                    group: group.into(),
+                    member: member_id.into(),
+                })?;
         member.last_seen = Instant::now();
         if current_generation != generation {
             // Rebalanced while reading: hand out only events of partitions still owned.
-            events.retain(|e| member.positions.contains_key(&Assignment { topic: e.topic.clone(), partition: e.partition }));
+            events.retain(|e| {
+                member.positions.contains_key(&Assignment {
+                    topic: e.topic.clone(),
+                    partition: e.partition,
+                })
+            });
         }
         for e in &events {
-            let a = Assignment { topic: e.topic.clone(), partition: e.partition };
+            let a = Assignment {
+                topic: e.topic.clone(),
+                partition: e.partition,
+            };
             if let Some(p) = member.positions.get_mut(&a) {
                 *p = (*p).max(e.offset + 1);
             }
         }
-        let _ = assignments;
-        Ok(MemberFetch { generation: current_generation, assignments: member.assignments.clone(), events })
+        Ok(MemberFetch {
+            generation: current_generation,
+            assignments: member.assignments.clone(),
+            events,
+        })
     }
 
     /// Commits offsets for a member. `offsets == None` commits its current positions.
     /// Every partition must be assigned to the member. Durable when this returns.
-    pub async fn commit_offsets(&self, group: &str, member_id: &str, offsets: Option<Vec<(Assignment, u64)>>) -> Result<Vec<(Assignment, u64)>, BrokerError> {
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: &str,
+        offsets: Option<Vec<(Assignment, u64)>>,
+    ) -> Result<Vec<(Assignment, u64)>, BrokerError> {
         self.check_running()?;
         let writer = self.group_writer(group);
         let _serial = writer.lock().await;
-        let committed = {
-            let mut groups = self.inner.groups.lock();
-            let state = groups.get_mut(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
-            let generation = state.generation;
-            let member = state
-                .members
-                .get_mut(member_id)
-                .ok_or_else(|| BrokerError::MemberNotFound { group: group.into(), member: member_id.into() })?;
-            member.last_seen = Instant::now();
-            let offsets = match offsets {
-                Some(list) => list,
-                None => member.positions.iter().map(|(a, p)| (a.clone(), *p)).collect(),
+        let committed =
+            {
+                let mut groups = self.inner.groups.lock();
+                let state = groups
+                    .get_mut(group)
+                    .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+                let generation = state.generation;
+                let member = state.members.get_mut(member_id).ok_or_else(|| {
+                    BrokerError::MemberNotFound {
+                        group: group.into(),
+                        member: member_id.into(),
+                    }
+                })?;
+                member.last_seen = Instant::now();
+                let offsets = match offsets {
+                    Some(list) => list,
+                    None => member
+                        .positions
+                        .iter()
+                        .map(|(a, p)| (a.clone(), *p))
+                        .collect(),
+                };
+                for (a, _) in &offsets {
+                    if !member.assignments.contains(a) {
+                        return Err(BrokerError::NotAssigned {
+                            topic: a.topic.clone(),
+                            partition: a.partition,
+                            generation,
+                        });
+                    }
+                }
+                for (a, offset) in &offsets {
+                    let end = self.topic(&a.topic)?.partition(a.partition)?.next_offset();
+                    if *offset > end {
+                        return Err(BrokerError::OffsetOutOfRange {
+                            topic: a.topic.clone(),
+                            partition: a.partition,
+                            requested: *offset,
+                            start: 0,
+                            end,
+                        });
+                    }
+                }
+                for (a, offset) in &offsets {
+                    state
+                        .committed
+                        .insert((a.topic.clone(), a.partition), *offset);
+                }
+                offsets
             };
-            for (a, _) in &offsets {
-                if !member.assignments.contains(a) {
-                    return Err(BrokerError::NotAssigned { topic: a.topic.clone(), partition: a.partition, generation });
-                }
-            }
-            for (a, offset) in &offsets {
-                let end = self.topic(&a.topic)?.partition(a.partition)?.next_offset();
-                if *offset > end {
-                    return Err(BrokerError::OffsetOutOfRange { topic: a.topic.clone(), partition: a.partition, requested: *offset, start: 0, end });
-                }
-            }
-            for (a, offset) in &offsets {
-                state.committed.insert((a.topic.clone(), a.partition), *offset);
-            }
-            offsets
-        };
         self.persist_offsets_locked(group).await?;
         Ok(committed)
     }
 
     fn group_writer(&self, group: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner.group_writers.lock().entry(group.to_string()).or_default().clone()
+        self.inner
+            .group_writers
+            .lock()
+            .entry(group.to_string())
+            .or_default()
+            .clone()
     }
 
     async fn persist_offsets(&self, group: &str) -> Result<(), BrokerError> {
@@ -686,7 +850,13 @@ impl Broker {
 
     /// Writes the group's committed offsets; caller holds the group's writer lock.
     async fn persist_offsets_locked(&self, group: &str) -> Result<(), BrokerError> {
-        let snapshot: CommittedOffsets = self.inner.groups.lock().get(group).map(|g| g.committed.clone()).unwrap_or_default();
+        let snapshot: CommittedOffsets = self
+            .inner
+            .groups
+            .lock()
+            .get(group)
+            .map(|g| g.committed.clone())
+            .unwrap_or_default();
         let store = self.inner.offset_store.clone();
         let group = group.to_string();
         tokio::task::spawn_blocking(move || store.store(&group, &snapshot))
@@ -696,7 +866,11 @@ impl Broker {
 
     /// Commits offsets without membership checks, for front-ends that run their own group
     /// protocol (Kafka's JoinGroup/SyncGroup). Durable when this returns.
-    pub async fn commit_offsets_unchecked(&self, group: &str, offsets: Vec<(Assignment, u64)>) -> Result<(), BrokerError> {
+    pub async fn commit_offsets_unchecked(
+        &self,
+        group: &str,
+        offsets: Vec<(Assignment, u64)>,
+    ) -> Result<(), BrokerError> {
         self.check_running()?;
         validate_name("group", group)?;
         let writer = self.group_writer(group);
@@ -713,17 +887,27 @@ impl Broker {
 
     /// The committed offset of a group on one partition, if any.
     pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
-        self.inner.groups.lock().get(group).and_then(|g| g.committed.get(&(topic.to_string(), partition)).copied())
+        self.inner
+            .groups
+            .lock()
+            .get(group)
+            .and_then(|g| g.committed.get(&(topic.to_string(), partition)).copied())
     }
 
     /// Sets the committed offsets of `topic` for an empty group.
-    pub async fn reset_group(&self, group: &str, topic_name: &str, to: SeekPosition) -> Result<(), BrokerError> {
+    pub async fn reset_group(
+        &self,
+        group: &str,
+        topic_name: &str,
+        to: SeekPosition,
+    ) -> Result<(), BrokerError> {
         self.check_running()?;
         validate_name("group", group)?;
         let topic = self.topic(topic_name)?;
         let mut positions = Vec::new();
         for (p, log) in topic.partitions().iter().enumerate() {
-            let offset = Self::resolve_position(log, to)?.clamp(log.start_offset(), log.next_offset());
+            let offset =
+                Self::resolve_position(log, to)?.clamp(log.start_offset(), log.next_offset());
             positions.push((p as u32, offset));
         }
         let writer = self.group_writer(group);
@@ -748,7 +932,9 @@ impl Broker {
         let _serial = writer.lock().await;
         {
             let mut groups = self.inner.groups.lock();
-            let state = groups.get(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+            let state = groups
+                .get(group)
+                .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
             if !state.members.is_empty() {
                 return Err(BrokerError::GroupNotEmpty(group.to_string()));
             }
@@ -771,11 +957,17 @@ impl Broker {
     /// Members, assignments, committed offsets and lag of a group.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription, BrokerError> {
         let groups = self.inner.groups.lock();
-        let state = groups.get(group).ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = groups
+            .get(group)
+            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
         let members = state
             .members
             .iter()
-            .map(|(id, m)| MemberDescription { member_id: id.clone(), topics: m.topics.clone(), assignments: m.assignments.clone() })
+            .map(|(id, m)| MemberDescription {
+                member_id: id.clone(),
+                topics: m.topics.clone(),
+                assignments: m.assignments.clone(),
+            })
             .collect();
         let mut topics: Vec<String> = state.subscribed_topics();
         topics.extend(state.committed.keys().map(|(t, _)| t.clone()));
@@ -783,15 +975,30 @@ impl Broker {
         topics.dedup();
         let mut offsets = Vec::new();
         for name in topics {
-            let Ok(topic) = self.topic(&name) else { continue };
+            let Ok(topic) = self.topic(&name) else {
+                continue;
+            };
             for (p, log) in topic.partitions().iter().enumerate() {
                 let committed = state.committed.get(&(name.clone(), p as u32)).copied();
                 let end_offset = log.next_offset();
-                let from = committed.unwrap_or(log.start_offset()).max(log.start_offset());
-                offsets.push(PartitionLag { topic: name.clone(), partition: p as u32, committed, end_offset, lag: end_offset.saturating_sub(from) });
+                let from = committed
+                    .unwrap_or(log.start_offset())
+                    .max(log.start_offset());
+                offsets.push(PartitionLag {
+                    topic: name.clone(),
+                    partition: p as u32,
+                    committed,
+                    end_offset,
+                    lag: end_offset.saturating_sub(from),
+                });
             }
         }
-        Ok(GroupDescription { name: group.to_string(), generation: state.generation, members, offsets })
+        Ok(GroupDescription {
+            name: group.to_string(),
+            generation: state.generation,
+            members,
+            offsets,
+        })
     }
 
     // ---- lifecycle ----

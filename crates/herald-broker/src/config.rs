@@ -110,20 +110,32 @@ impl TopicConfig {
         if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
             return Err(ValidationError::new(
                 "partitions",
-                format!("must be between 1 and {PARTITIONS_MAX}, got {}", self.partitions),
+                format!(
+                    "must be between 1 and {PARTITIONS_MAX}, got {}",
+                    self.partitions
+                ),
             ));
         }
         if self.fsync == FsyncMode::Interval && self.fsync_interval_ms == 0 {
-            return Err(ValidationError::new("fsync_interval_ms", "must be at least 1"));
+            return Err(ValidationError::new(
+                "fsync_interval_ms",
+                "must be at least 1",
+            ));
         }
         if self.segment_bytes < 1024 {
-            return Err(ValidationError::new("segment_bytes", "must be at least 1024"));
+            return Err(ValidationError::new(
+                "segment_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.segment_bytes > u64::from(u32::MAX) {
             return Err(ValidationError::new("segment_bytes", "must be below 4 GiB"));
         }
         if self.max_event_bytes == Some(0) {
-            return Err(ValidationError::new("max_event_bytes", "must be at least 1"));
+            return Err(ValidationError::new(
+                "max_event_bytes",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -132,7 +144,9 @@ impl TopicConfig {
     pub fn log_config(&self, queue_depth_max: usize) -> LogConfig {
         let fsync = match self.fsync {
             FsyncMode::Always => FsyncPolicy::Always,
-            FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms)),
+            FsyncMode::Interval => {
+                FsyncPolicy::Interval(Duration::from_millis(self.fsync_interval_ms))
+            }
             FsyncMode::Never => FsyncPolicy::Never,
         };
         LogConfig {

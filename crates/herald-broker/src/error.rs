@@ -22,7 +22,9 @@ pub enum BrokerError {
     },
     #[error("group `{0}` does not exist")]
     GroupNotFound(String),
-    #[error("member `{member}` is not in group `{group}` (it left or its session expired; join again)")]
+    #[error(
+        "member `{member}` is not in group `{group}` (it left or its session expired; join again)"
+    )]
     MemberNotFound { group: String, member: String },
     #[error("group `{0}` has active members; stop them first")]
     GroupNotEmpty(String),
@@ -33,7 +35,11 @@ pub enum BrokerError {
         generation: u64,
     },
     #[error("event {index} is {size} bytes; the maximum is {max}")]
-    PayloadTooLarge { index: usize, size: usize, max: usize },
+    PayloadTooLarge {
+        index: usize,
+        size: usize,
+        max: usize,
+    },
     #[error("offset {requested} is out of range for {topic}/{partition}: the log holds offsets {start}..{end}")]
     OffsetOutOfRange {
         topic: String,
@@ -73,9 +79,9 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => "offset_out_of_range",
             BrokerError::Backpressure => "backpressure",
             BrokerError::ShuttingDown => "unavailable",
-            BrokerError::DataDirLocked { .. } | BrokerError::Storage(_) | BrokerError::Io { .. } => {
-                "internal"
-            }
+            BrokerError::DataDirLocked { .. }
+            | BrokerError::Storage(_)
+            | BrokerError::Io { .. } => "internal",
         }
     }
 
@@ -83,8 +89,12 @@ impl BrokerError {
     pub fn http_status(&self) -> u16 {
         match self {
             BrokerError::Invalid(_) | BrokerError::PartitionNotFound { .. } => 400,
-            BrokerError::TopicNotFound(_) | BrokerError::GroupNotFound(_) | BrokerError::MemberNotFound { .. } => 404,
-            BrokerError::TopicExists(_) | BrokerError::GroupNotEmpty(_) | BrokerError::NotAssigned { .. } => 409,
+            BrokerError::TopicNotFound(_)
+            | BrokerError::GroupNotFound(_)
+            | BrokerError::MemberNotFound { .. } => 404,
+            BrokerError::TopicExists(_)
+            | BrokerError::GroupNotEmpty(_)
+            | BrokerError::NotAssigned { .. } => 409,
             BrokerError::PayloadTooLarge { .. } => 413,
             BrokerError::OffsetOutOfRange { .. } => 416,
             BrokerError::Backpressure => 429,

@@ -106,7 +106,13 @@ impl GroupState {
     }
 
     /// Adds a member and rebalances. `partition_counts` maps each topic to its partition count.
-    pub fn join(&mut self, member_id: String, options: JoinOptions, now: Instant, partition_counts: &BTreeMap<String, u32>) {
+    pub fn join(
+        &mut self,
+        member_id: String,
+        options: JoinOptions,
+        now: Instant,
+        partition_counts: &BTreeMap<String, u32>,
+    ) {
         let mut topics = options.topics;
         topics.sort();
         topics.dedup();
@@ -135,7 +141,11 @@ impl GroupState {
     }
 
     /// Removes members whose session expired; returns their ids.
-    pub fn expire(&mut self, now: Instant, partition_counts: &BTreeMap<String, u32>) -> Vec<String> {
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        partition_counts: &BTreeMap<String, u32>,
+    ) -> Vec<String> {
         let expired: Vec<String> = self
             .members
             .iter()
@@ -153,7 +163,11 @@ impl GroupState {
 
     /// All topics any member subscribes to.
     pub fn subscribed_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
+        let mut topics: Vec<String> = self
+            .members
+            .values()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect();
         topics.sort();
         topics.dedup();
         topics
@@ -163,8 +177,11 @@ impl GroupState {
     /// member in id order. Positions of partitions a member keeps are kept.
     pub fn rebalance(&mut self, partition_counts: &BTreeMap<String, u32>) {
         self.generation += 1;
-        let mut new_assignments: BTreeMap<String, Vec<Assignment>> =
-            self.members.keys().map(|id| (id.clone(), Vec::new())).collect();
+        let mut new_assignments: BTreeMap<String, Vec<Assignment>> = self
+            .members
+            .keys()
+            .map(|id| (id.clone(), Vec::new()))
+            .collect();
         for topic in self.subscribed_topics() {
             let subscribers: Vec<&String> = self
                 .members
@@ -204,7 +221,11 @@ mod tests {
     }
 
     fn owners(state: &GroupState) -> Vec<Assignment> {
-        let mut all: Vec<Assignment> = state.members.values().flat_map(|m| m.assignments.clone()).collect();
+        let mut all: Vec<Assignment> = state
+            .members
+            .values()
+            .flat_map(|m| m.assignments.clone())
+            .collect();
         all.sort();
         all
     }
@@ -214,7 +235,12 @@ mod tests {
         let mut g = GroupState::default();
         let now = Instant::now();
         for id in ["a", "b", "c"] {
-            g.join(id.into(), JoinOptions::new(vec!["orders".into()]), now, &counts());
+            g.join(
+                id.into(),
+                JoinOptions::new(vec!["orders".into()]),
+                now,
+                &counts(),
+            );
         }
         assert_eq!(g.generation, 3);
         let all = owners(&g);
@@ -234,7 +260,12 @@ mod tests {
         let mut short = JoinOptions::new(vec!["orders".into()]);
         short.session_timeout = Duration::from_millis(10);
         g.join("a".into(), short, now, &counts());
-        g.join("b".into(), JoinOptions::new(vec!["orders".into()]), now, &counts());
+        g.join(
+            "b".into(),
+            JoinOptions::new(vec!["orders".into()]),
+            now,
+            &counts(),
+        );
         let expired = g.expire(now + Duration::from_millis(50), &counts());
         assert_eq!(expired, vec!["a".to_string()]);
         assert_eq!(g.members["b"].assignments.len(), 6);
@@ -244,10 +275,24 @@ mod tests {
     fn kept_partitions_keep_positions() {
         let mut g = GroupState::default();
         let now = Instant::now();
-        g.join("a".into(), JoinOptions::new(vec!["orders".into()]), now, &counts());
+        g.join(
+            "a".into(),
+            JoinOptions::new(vec!["orders".into()]),
+            now,
+            &counts(),
+        );
         let first = g.members["a"].assignments[0].clone();
-        g.members.get_mut("a").expect("a").positions.insert(first.clone(), 9);
-        g.join("b".into(), JoinOptions::new(vec!["audit".into()]), now, &counts());
+        g.members
+            .get_mut("a")
+            .expect("a")
+            .positions
+            .insert(first.clone(), 9);
+        g.join(
+            "b".into(),
+            JoinOptions::new(vec!["audit".into()]),
+            now,
+            &counts(),
+        );
         assert_eq!(g.members["a"].positions.get(&first), Some(&9));
     }
 }

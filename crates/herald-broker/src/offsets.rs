@@ -53,7 +53,12 @@ impl OffsetStore {
         for entry in fs::read_dir(&self.dir).map_err(|e| BrokerError::io(&self.dir, e))? {
             let entry = entry.map_err(|e| BrokerError::io(&self.dir, e))?;
             let path = entry.path();
-            let Some(name) = entry.file_name().to_str().and_then(|n| n.strip_suffix(SUFFIX)).map(str::to_string) else {
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .map(str::to_string)
+            else {
                 continue;
             };
             let parsed = fs::read(&path)
@@ -68,7 +73,9 @@ impl OffsetStore {
                         .collect();
                     groups.insert(name, offsets);
                 }
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "unreadable offsets file skipped"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable offsets file skipped")
+                }
             }
         }
         Ok(groups)
@@ -87,7 +94,8 @@ impl OffsetStore {
                 })
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| BrokerError::io(&self.dir, std::io::Error::other(e)))?;
+        let bytes = serde_json::to_vec(&file)
+            .map_err(|e| BrokerError::io(&self.dir, std::io::Error::other(e)))?;
         write_atomically(&self.path(group), &bytes)
     }
 

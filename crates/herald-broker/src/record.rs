@@ -21,7 +21,11 @@ pub struct EventRecord {
 
 impl EventRecord {
     /// Decodes a log record. A record the codec rejects is reported as corruption.
-    pub fn from_stored(topic: &str, partition: u32, stored: StoredRecord) -> Result<Self, BrokerError> {
+    pub fn from_stored(
+        topic: &str,
+        partition: u32,
+        stored: StoredRecord,
+    ) -> Result<Self, BrokerError> {
         let event = decode_event(&stored.value).map_err(|e| {
             BrokerError::Storage(herald_log::LogError::Corrupt {
                 path: format!("{topic}/{partition}").into(),
@@ -41,7 +45,9 @@ impl EventRecord {
 
     /// The key as text (lossy for non-UTF-8 keys).
     pub fn key_string(&self) -> Option<String> {
-        self.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())
+        self.key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
     }
 
     /// The JSON shape used by the HTTP API, SSE and the CLI.

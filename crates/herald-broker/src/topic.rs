@@ -20,7 +20,11 @@ pub struct Topic {
 
 impl Topic {
     /// Opens (and recovers) every partition log of a topic.
-    pub fn open(data_dir: &Path, meta: TopicMeta, queue_depth_max: usize) -> Result<Self, BrokerError> {
+    pub fn open(
+        data_dir: &Path,
+        meta: TopicMeta,
+        queue_depth_max: usize,
+    ) -> Result<Self, BrokerError> {
         let log_config = meta.config.log_config(queue_depth_max);
         let partitions = (0..meta.config.partitions)
             .map(|p| {

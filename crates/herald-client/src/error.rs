@@ -7,7 +7,12 @@ use thiserror::Error;
 pub enum ClientError {
     /// The server (or embedded broker) refused the request.
     #[error("{code}: {message}")]
-    Api { status: u16, code: String, message: String, field: Option<String> },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
     #[error("transport: {0}")]
     Transport(String),
     #[error("unexpected response: {0}")]
@@ -36,7 +41,12 @@ impl ClientError {
 impl From<BrokerError> for ClientError {
     fn from(e: BrokerError) -> Self {
         let status = e.http_status();
-        ClientError::Api { status, code: e.code().to_string(), message: e.to_string(), field: e.field() }
+        ClientError::Api {
+            status,
+            code: e.code().to_string(),
+            message: e.to_string(),
+            field: e.field(),
+        }
     }
 }
 

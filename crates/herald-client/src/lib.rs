@@ -22,9 +22,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ClientError;
-pub use herald_broker::{Assignment, EventRecord, FetchResult, FsyncMode, JoinOptions, OffsetReset, PublishReceipt, SeekPosition, TopicConfig};
-pub use herald_core::{CloudEvent, Data, ExtensionValue};
+pub use herald_broker::{
+    Assignment, EventRecord, FetchResult, FsyncMode, JoinOptions, OffsetReset, PublishReceipt,
+    SeekPosition, TopicConfig,
+};
 use herald_broker::{Broker, BrokerConfig};
+pub use herald_core::{CloudEvent, Data, ExtensionValue};
 use serde::{Deserialize, Serialize};
 
 use crate::remote::Remote;
@@ -93,7 +96,9 @@ enum Transport {
 impl Herald {
     /// Connects to a server, e.g. `http://127.0.0.1:8080`. No request is made yet.
     pub fn connect(base_url: &str) -> Result<Self, ClientError> {
-        Ok(Self { transport: Transport::Remote(Remote::new(base_url)?) })
+        Ok(Self {
+            transport: Transport::Remote(Remote::new(base_url)?),
+        })
     }
 
     /// Opens an embedded broker on `data_dir` (created if missing). Needs a tokio runtime.
@@ -103,7 +108,9 @@ impl Herald {
 
     /// Embedded mode with explicit broker settings.
     pub async fn open_with(config: BrokerConfig) -> Result<Self, ClientError> {
-        Ok(Self { transport: Transport::Embedded(Broker::open(config).await?) })
+        Ok(Self {
+            transport: Transport::Embedded(Broker::open(config).await?),
+        })
     }
 
     /// The in-process broker, in embedded mode.
@@ -114,7 +121,11 @@ impl Herald {
         }
     }
 
-    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo, ClientError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<TopicInfo, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.create_topic(name, &config).await,
             Transport::Embedded(b) => {
@@ -127,7 +138,11 @@ impl Herald {
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.list_topics().await,
-            Transport::Embedded(b) => b.list_topics().iter().map(|m| embedded_topic_info(b, &m.name)).collect(),
+            Transport::Embedded(b) => b
+                .list_topics()
+                .iter()
+                .map(|m| embedded_topic_info(b, &m.name))
+                .collect(),
         }
     }
 
@@ -146,13 +161,23 @@ impl Herald {
     }
 
     /// Publishes one event; resolves once it is durable.
-    pub async fn publish(&self, topic: &str, event: CloudEvent) -> Result<PublishReceipt, ClientError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: CloudEvent,
+    ) -> Result<PublishReceipt, ClientError> {
         let mut receipts = self.publish_batch(topic, vec![event]).await?;
-        receipts.pop().ok_or_else(|| ClientError::Protocol("empty publish response".into()))
+        receipts
+            .pop()
+            .ok_or_else(|| ClientError::Protocol("empty publish response".into()))
     }
 
     /// Publishes a batch (one atomic append per partition); receipts in input order.
-    pub async fn publish_batch(&self, topic: &str, events: Vec<CloudEvent>) -> Result<Vec<PublishReceipt>, ClientError> {
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<PublishReceipt>, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.publish(topic, &events).await,
             Transport::Embedded(b) => Ok(b.publish(topic, events, None).await?),
@@ -160,7 +185,14 @@ impl Herald {
     }
 
     /// Reads a partition from `position`, waiting up to `wait` for new events.
-    pub async fn fetch(&self, topic: &str, partition: u32, position: SeekPosition, max: usize, wait: Duration) -> Result<FetchResult, ClientError> {
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        position: SeekPosition,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchResult, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.fetch(topic, partition, position, max, wait).await,
             Transport::Embedded(b) => Ok(b.fetch(topic, partition, position, max, wait).await?),
@@ -168,18 +200,30 @@ impl Herald {
     }
 
     /// Joins a consumer group; the returned [`GroupConsumer`] polls and commits.
-    pub async fn join_group(&self, group: &str, options: JoinOptions) -> Result<GroupConsumer, ClientError> {
+    pub async fn join_group(
+        &self,
+        group: &str,
+        options: JoinOptions,
+    ) -> Result<GroupConsumer, ClientError> {
         let member_id = match &self.transport {
             Transport::Remote(r) => r.join_group(group, &options).await?,
             Transport::Embedded(b) => b.join_group(group, options)?.0,
         };
-        Ok(GroupConsumer { herald: self.clone(), group: group.to_string(), member_id })
+        Ok(GroupConsumer {
+            herald: self.clone(),
+            group: group.to_string(),
+            member_id,
+        })
     }
 
     pub async fn list_groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.list_groups().await,
-            Transport::Embedded(b) => b.list_groups().iter().map(|g| embedded_group_info(b, g)).collect(),
+            Transport::Embedded(b) => b
+                .list_groups()
+                .iter()
+                .map(|g| embedded_group_info(b, g))
+                .collect(),
         }
     }
 
@@ -191,7 +235,12 @@ impl Herald {
     }
 
     /// Sets an empty group's committed offsets for `topic`.
-    pub async fn reset_group(&self, group: &str, topic: &str, to: SeekPosition) -> Result<GroupInfo, ClientError> {
+    pub async fn reset_group(
+        &self,
+        group: &str,
+        topic: &str,
+        to: SeekPosition,
+    ) -> Result<GroupInfo, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.reset_group(group, topic, to).await,
             Transport::Embedded(b) => {
@@ -232,8 +281,14 @@ impl GroupConsumer {
     /// Next events from the member's partitions (long-polls up to `wait`).
     pub async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<EventRecord>, ClientError> {
         match &self.herald.transport {
-            Transport::Remote(r) => r.member_fetch(&self.group, &self.member_id, max, wait).await,
-            Transport::Embedded(b) => Ok(b.fetch_for_member(&self.group, &self.member_id, max, wait).await?.events),
+            Transport::Remote(r) => {
+                r.member_fetch(&self.group, &self.member_id, max, wait)
+                    .await
+            }
+            Transport::Embedded(b) => Ok(b
+                .fetch_for_member(&self.group, &self.member_id, max, wait)
+                .await?
+                .events),
         }
     }
 
@@ -241,7 +296,11 @@ impl GroupConsumer {
     pub async fn commit(&self) -> Result<(), ClientError> {
         match &self.herald.transport {
             Transport::Remote(r) => r.member_commit(&self.group, &self.member_id).await,
-            Transport::Embedded(b) => b.commit_offsets(&self.group, &self.member_id, None).await.map(|_| ()).map_err(Into::into),
+            Transport::Embedded(b) => b
+                .commit_offsets(&self.group, &self.member_id, None)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
         }
     }
 
@@ -264,26 +323,44 @@ fn embedded_topic_info(b: &Broker, name: &str) -> Result<TopicInfo, ClientError>
         created_at: herald_broker::record::format_time_ms(topic.meta.created_at_ms),
         partition_stats: stats
             .into_iter()
-            .map(|s| PartitionInfo { partition: s.partition, start_offset: s.start_offset, end_offset: s.end_offset, size_bytes: s.size_bytes })
+            .map(|s| PartitionInfo {
+                partition: s.partition,
+                start_offset: s.start_offset,
+                end_offset: s.end_offset,
+                size_bytes: s.size_bytes,
+            })
             .collect(),
     })
 }
 
 fn embedded_group_info(b: &Broker, group: &str) -> Result<GroupInfo, ClientError> {
     let d = b.describe_group(group)?;
-    let assignment = |a: &Assignment| AssignmentInfo { topic: a.topic.clone(), partition: a.partition };
+    let assignment = |a: &Assignment| AssignmentInfo {
+        topic: a.topic.clone(),
+        partition: a.partition,
+    };
     Ok(GroupInfo {
         name: d.name,
         generation: d.generation,
         members: d
             .members
             .iter()
-            .map(|m| MemberInfo { member_id: m.member_id.clone(), topics: m.topics.clone(), assignments: m.assignments.iter().map(assignment).collect() })
+            .map(|m| MemberInfo {
+                member_id: m.member_id.clone(),
+                topics: m.topics.clone(),
+                assignments: m.assignments.iter().map(assignment).collect(),
+            })
             .collect(),
         offsets: d
             .offsets
             .into_iter()
-            .map(|o| GroupOffset { topic: o.topic, partition: o.partition, committed: o.committed, end_offset: o.end_offset, lag: o.lag })
+            .map(|o| GroupOffset {
+                topic: o.topic,
+                partition: o.partition,
+                committed: o.committed,
+                end_offset: o.end_offset,
+                lag: o.lag,
+            })
             .collect(),
     })
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use herald_broker::{EventRecord, FetchResult, JoinOptions, OffsetReset, PublishReceipt, SeekPosition, TopicConfig};
+use herald_broker::{
+    EventRecord, FetchResult, JoinOptions, OffsetReset, PublishReceipt, SeekPosition, TopicConfig,
+};
 use herald_core::CloudEvent;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -28,7 +30,10 @@ impl Remote {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Self { http, base: base_url.trim_end_matches('/').to_string() })
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -42,14 +47,25 @@ impl Remote {
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
-        let body = if bytes.is_empty() { b"null".as_slice() } else { &bytes };
-        serde_json::from_slice(body).map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
+        let body = if bytes.is_empty() {
+            b"null".as_slice()
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(body)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&bytes))))
     }
 
-    pub async fn create_topic(&self, name: &str, config: &TopicConfig) -> Result<TopicInfo, ClientError> {
-        let mut body = serde_json::to_value(config).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        config: &TopicConfig,
+    ) -> Result<TopicInfo, ClientError> {
+        let mut body =
+            serde_json::to_value(config).map_err(|e| ClientError::Protocol(e.to_string()))?;
         body["name"] = json!(name);
-        self.send(self.request(Method::POST, "/v1/topics").json(&body)).await
+        self.send(self.request(Method::POST, "/v1/topics").json(&body))
+            .await
     }
 
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
@@ -57,18 +73,28 @@ impl Remote {
         struct List {
             topics: Vec<TopicInfo>,
         }
-        Ok(self.send::<List>(self.request(Method::GET, "/v1/topics")).await?.topics)
+        Ok(self
+            .send::<List>(self.request(Method::GET, "/v1/topics"))
+            .await?
+            .topics)
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
-        self.send(self.request(Method::GET, &format!("/v1/topics/{name}"))).await
+        self.send(self.request(Method::GET, &format!("/v1/topics/{name}")))
+            .await
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/topics/{name}"))).await.map(|_| ())
+        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/topics/{name}")))
+            .await
+            .map(|_| ())
     }
 
-    pub async fn publish(&self, topic: &str, events: &[CloudEvent]) -> Result<Vec<PublishReceipt>, ClientError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        events: &[CloudEvent],
+    ) -> Result<Vec<PublishReceipt>, ClientError> {
         #[derive(serde::Deserialize)]
         struct Published {
             events: Vec<Receipt>,
@@ -79,18 +105,42 @@ impl Remote {
             .header("content-type", "application/cloudevents-batch+json")
             .body(serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?);
         let published: Published = self.send(request).await?;
-        Ok(published.events.into_iter().map(|r| PublishReceipt { id: r.id, partition: r.partition, offset: r.offset }).collect())
+        Ok(published
+            .events
+            .into_iter()
+            .map(|r| PublishReceipt {
+                id: r.id,
+                partition: r.partition,
+                offset: r.offset,
+            })
+            .collect())
     }
 
-    pub async fn fetch(&self, topic: &str, partition: u32, position: SeekPosition, max: usize, wait: Duration) -> Result<FetchResult, ClientError> {
-        let mut query = vec![("partition".to_string(), partition.to_string()), ("max".into(), max.to_string()), ("wait_ms".into(), wait.as_millis().to_string())];
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        position: SeekPosition,
+        max: usize,
+        wait: Duration,
+    ) -> Result<FetchResult, ClientError> {
+        let mut query = vec![
+            ("partition".to_string(), partition.to_string()),
+            ("max".into(), max.to_string()),
+            ("wait_ms".into(), wait.as_millis().to_string()),
+        ];
         match position {
             SeekPosition::Offset(o) => query.push(("offset".into(), o.to_string())),
             SeekPosition::Earliest => query.push(("offset".into(), "earliest".into())),
             SeekPosition::Latest => query.push(("offset".into(), "latest".into())),
             SeekPosition::Time(ms) => query.push(("from_time".into(), format_time(ms))),
         }
-        let page: Value = self.send(self.request(Method::GET, &format!("/v1/topics/{topic}/events")).query(&query)).await?;
+        let page: Value = self
+            .send(
+                self.request(Method::GET, &format!("/v1/topics/{topic}/events"))
+                    .query(&query),
+            )
+            .await?;
         Ok(FetchResult {
             events: records_from_json(&page["events"])?,
             next_offset: u64_field(&page, "next_offset")?,
@@ -99,28 +149,70 @@ impl Remote {
         })
     }
 
-    pub async fn join_group(&self, group: &str, options: &JoinOptions) -> Result<String, ClientError> {
+    pub async fn join_group(
+        &self,
+        group: &str,
+        options: &JoinOptions,
+    ) -> Result<String, ClientError> {
         let reset = match options.auto_offset_reset {
             OffsetReset::Earliest => "earliest",
             OffsetReset::Latest => "latest",
         };
         let body = json!({"topics": options.topics, "session_timeout_ms": options.session_timeout.as_millis() as u64, "auto_offset_reset": reset});
-        let joined: Value = self.send(self.request(Method::POST, &format!("/v1/groups/{group}/members")).json(&body)).await?;
-        joined["member_id"].as_str().map(str::to_string).ok_or_else(|| ClientError::Protocol("join response without member_id".into()))
+        let joined: Value = self
+            .send(
+                self.request(Method::POST, &format!("/v1/groups/{group}/members"))
+                    .json(&body),
+            )
+            .await?;
+        joined["member_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Protocol("join response without member_id".into()))
     }
 
-    pub async fn member_fetch(&self, group: &str, member: &str, max: usize, wait: Duration) -> Result<Vec<EventRecord>, ClientError> {
-        let query = [("max", max.to_string()), ("wait_ms", wait.as_millis().to_string())];
-        let page: Value = self.send(self.request(Method::GET, &format!("/v1/groups/{group}/members/{member}/events")).query(&query)).await?;
+    pub async fn member_fetch(
+        &self,
+        group: &str,
+        member: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<EventRecord>, ClientError> {
+        let query = [
+            ("max", max.to_string()),
+            ("wait_ms", wait.as_millis().to_string()),
+        ];
+        let page: Value = self
+            .send(
+                self.request(
+                    Method::GET,
+                    &format!("/v1/groups/{group}/members/{member}/events"),
+                )
+                .query(&query),
+            )
+            .await?;
         records_from_json(&page["events"])
     }
 
     pub async fn member_commit(&self, group: &str, member: &str) -> Result<(), ClientError> {
-        self.send::<Value>(self.request(Method::POST, &format!("/v1/groups/{group}/members/{member}/commit")).json(&json!({}))).await.map(|_| ())
+        self.send::<Value>(
+            self.request(
+                Method::POST,
+                &format!("/v1/groups/{group}/members/{member}/commit"),
+            )
+            .json(&json!({})),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn member_leave(&self, group: &str, member: &str) -> Result<(), ClientError> {
-        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/groups/{group}/members/{member}"))).await.map(|_| ())
+        self.send::<Value>(self.request(
+            Method::DELETE,
+            &format!("/v1/groups/{group}/members/{member}"),
+        ))
+        .await
+        .map(|_| ())
     }
 
     pub async fn list_groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
@@ -128,25 +220,40 @@ impl Remote {
         struct List {
             groups: Vec<GroupInfo>,
         }
-        Ok(self.send::<List>(self.request(Method::GET, "/v1/groups")).await?.groups)
+        Ok(self
+            .send::<List>(self.request(Method::GET, "/v1/groups"))
+            .await?
+            .groups)
     }
 
     pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, ClientError> {
-        self.send(self.request(Method::GET, &format!("/v1/groups/{group}"))).await
+        self.send(self.request(Method::GET, &format!("/v1/groups/{group}")))
+            .await
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
-        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/groups/{group}"))).await.map(|_| ())
+        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/groups/{group}")))
+            .await
+            .map(|_| ())
     }
 
-    pub async fn reset_group(&self, group: &str, topic: &str, to: SeekPosition) -> Result<GroupInfo, ClientError> {
+    pub async fn reset_group(
+        &self,
+        group: &str,
+        topic: &str,
+        to: SeekPosition,
+    ) -> Result<GroupInfo, ClientError> {
         let to = match to {
             SeekPosition::Offset(o) => json!({"offset": o}),
             SeekPosition::Earliest => json!("earliest"),
             SeekPosition::Latest => json!("latest"),
             SeekPosition::Time(ms) => json!({"time": format_time(ms)}),
         };
-        self.send(self.request(Method::POST, &format!("/v1/groups/{group}/reset")).json(&json!({"topic": topic, "to": to}))).await
+        self.send(
+            self.request(Method::POST, &format!("/v1/groups/{group}/reset"))
+                .json(&json!({"topic": topic, "to": to})),
+        )
+        .await
     }
 }
 
@@ -159,7 +266,10 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     let error = parsed.as_ref().and_then(|v| v.get("error"));
     ClientError::Api {
         status: status.as_u16(),
-        code: error.and_then(|e| e["code"].as_str()).unwrap_or("http_error").to_string(),
+        code: error
+            .and_then(|e| e["code"].as_str())
+            .unwrap_or("http_error")
+            .to_string(),
         message: error
             .and_then(|e| e["message"].as_str())
             .map(str::to_string)
@@ -169,7 +279,9 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
 }
 
 fn u64_field(v: &Value, name: &str) -> Result<u64, ClientError> {
-    v[name].as_u64().ok_or_else(|| ClientError::Protocol(format!("missing `{name}`")))
+    v[name]
+        .as_u64()
+        .ok_or_else(|| ClientError::Protocol(format!("missing `{name}`")))
 }
 
 /// Parses the HTTP record shape back into [`EventRecord`]s.
@@ -185,13 +297,16 @@ pub(crate) fn records_from_json(v: &Value) -> Result<Vec<EventRecord>, ClientErr
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.timestamp_millis())
                 .unwrap_or(0);
-            let event = CloudEvent::from_json_value(item["event"].clone()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let event = CloudEvent::from_json_value(item["event"].clone())
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
             Ok(EventRecord {
                 topic: item["topic"].as_str().unwrap_or_default().to_string(),
                 partition: item["partition"].as_u64().unwrap_or(0) as u32,
                 offset: u64_field(item, "offset")?,
                 timestamp_ms,
-                key: item["key"].as_str().map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
+                key: item["key"]
+                    .as_str()
+                    .map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
                 event,
             })
         })

@@ -121,11 +121,15 @@ impl CloudEvent {
     }
 
     pub fn correlation_id(&self) -> Option<&str> {
-        self.extensions.get(EXT_CORRELATION_ID).and_then(|v| v.as_str())
+        self.extensions
+            .get(EXT_CORRELATION_ID)
+            .and_then(|v| v.as_str())
     }
 
     pub fn causation_id(&self) -> Option<&str> {
-        self.extensions.get(EXT_CAUSATION_ID).and_then(|v| v.as_str())
+        self.extensions
+            .get(EXT_CAUSATION_ID)
+            .and_then(|v| v.as_str())
     }
 
     /// Fills Herald's defaults: `correlationid` = own `id` when absent.
@@ -220,7 +224,10 @@ impl CloudEvent {
             ));
         };
         if items.is_empty() {
-            return Err(ValidationError::new("body", "a batch must hold at least one event"));
+            return Err(ValidationError::new(
+                "body",
+                "a batch must hold at least one event",
+            ));
         }
         items
             .into_iter()
@@ -244,7 +251,10 @@ impl CloudEvent {
             let lower = name.to_ascii_lowercase();
             if let Some(attr) = lower.strip_prefix("ce-") {
                 if attr == "data" || attr == "data_base64" {
-                    return Err(ValidationError::new(name, "is not a valid binary-mode header"));
+                    return Err(ValidationError::new(
+                        name,
+                        "is not a valid binary-mode header",
+                    ));
                 }
                 map.insert(attr.to_string(), Value::String(value.to_string()));
             }
@@ -257,7 +267,10 @@ impl CloudEvent {
             let is_json = content_type.is_some_and(is_json_media_type);
             event.data = Some(if is_json {
                 let v: Value = serde_json::from_slice(&body).map_err(|e| {
-                    ValidationError::new("data", format!("content-type is JSON but body is not: {e}"))
+                    ValidationError::new(
+                        "data",
+                        format!("content-type is JSON but body is not: {e}"),
+                    )
                 })?;
                 Data::Json(v.to_string())
             } else {
@@ -272,9 +285,8 @@ impl CloudEvent {
         let id = take_string(&mut map, "id")?.unwrap_or_default();
         let source = take_string(&mut map, "source")?.unwrap_or_default();
         let ty = take_string(&mut map, "type")?.unwrap_or_default();
-        let specversion = take_string(&mut map, "specversion")?.ok_or_else(|| {
-            ValidationError::new("specversion", "is required (must be \"1.0\")")
-        })?;
+        let specversion = take_string(&mut map, "specversion")?
+            .ok_or_else(|| ValidationError::new("specversion", "is required (must be \"1.0\")"))?;
         let subject = take_string(&mut map, "subject")?;
         let time = take_string(&mut map, "time")?;
         let datacontenttype = take_string(&mut map, "datacontenttype")?;
@@ -284,9 +296,11 @@ impl CloudEvent {
         let data = match (json_data, base64_data) {
             (Some(_), Some(Value::Null)) | (Some(Value::Null), None) | (None, None) => None,
             (Some(v), None) => Some(Data::Json(v.to_string())),
-            (None | Some(Value::Null), Some(Value::String(b64))) => Some(Data::Binary(
-                Bytes::from(base64_decode(&b64).map_err(|m| ValidationError::new("data_base64", m))?),
-            )),
+            (None | Some(Value::Null), Some(Value::String(b64))) => {
+                Some(Data::Binary(Bytes::from(
+                    base64_decode(&b64).map_err(|m| ValidationError::new("data_base64", m))?,
+                )))
+            }
             (None | Some(Value::Null), Some(other)) => {
                 return Err(ValidationError::new(
                     "data_base64",
@@ -344,7 +358,10 @@ impl CloudEvent {
     /// The structured-mode JSON object of this event.
     pub fn to_json_value(&self) -> Value {
         let mut map = Map::new();
-        map.insert("specversion".into(), Value::String(self.specversion.clone()));
+        map.insert(
+            "specversion".into(),
+            Value::String(self.specversion.clone()),
+        );
         map.insert("id".into(), Value::String(self.id.clone()));
         map.insert("source".into(), Value::String(self.source.clone()));
         map.insert("type".into(), Value::String(self.ty.clone()));
@@ -399,7 +416,10 @@ impl CloudEvent {
     }
 }
 
-fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<String>, ValidationError> {
+fn take_string(
+    map: &mut Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ValidationError> {
     match map.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -412,10 +432,16 @@ fn take_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<Strin
 
 fn require_text(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
-        return Err(ValidationError::new(field, "is required and must be a non-empty string"));
+        return Err(ValidationError::new(
+            field,
+            "is required and must be a non-empty string",
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(ValidationError::new(field, "must not contain control characters"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -438,14 +464,21 @@ fn validate_media_type(ct: &str) -> Result<(), ValidationError> {
 
 /// True for `application/json`, `text/json` and any `+json` media type.
 pub fn is_json_media_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
 fn validate_extension_name(name: &str) -> Result<(), ValidationError> {
     let ok = !name.is_empty()
         && name.len() <= EXTENSION_NAME_LENGTH_MAX
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -475,7 +508,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(input: &[u8]) -> String {
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -538,7 +575,10 @@ mod tests {
         v["retries"] = json!(3);
         let ev = CloudEvent::from_json_value(v.clone()).expect("valid");
         assert_eq!(ev.partition_key().as_deref(), Some("cust-9"));
-        assert_eq!(ev.extensions.get("retries"), Some(&ExtensionValue::Integer(3)));
+        assert_eq!(
+            ev.extensions.get("retries"),
+            Some(&ExtensionValue::Integer(3))
+        );
         assert_eq!(ev.to_json_value(), v);
     }
 
@@ -573,12 +613,20 @@ mod tests {
 
     #[test]
     fn batch_errors_name_the_index() {
-        let body = serde_json::to_vec(&json!([minimal(), {"specversion": "1.0", "id": "x", "source": "s"}]))
-            .expect("json");
+        let body = serde_json::to_vec(
+            &json!([minimal(), {"specversion": "1.0", "id": "x", "source": "s"}]),
+        )
+        .expect("json");
         let err = CloudEvent::parse_batch(&body).expect_err("bad batch");
         assert_eq!(err.field, "[1].type");
-        assert_eq!(CloudEvent::parse_batch(b"[]").expect_err("empty").field, "body");
-        assert_eq!(CloudEvent::parse_batch(b"{").expect_err("malformed").field, "body");
+        assert_eq!(
+            CloudEvent::parse_batch(b"[]").expect_err("empty").field,
+            "body"
+        );
+        assert_eq!(
+            CloudEvent::parse_batch(b"{").expect_err("malformed").field,
+            "body"
+        );
     }
 
     #[test]
@@ -596,7 +644,12 @@ mod tests {
         assert_eq!(ev.data, Some(Data::Binary(Bytes::from_static(b"abc"))));
         assert_eq!(ev.partition_key().as_deref(), Some("k"));
         let json_ev = CloudEvent::from_binary(
-            [("ce-id", "1"), ("ce-source", "/s"), ("ce-type", "t"), ("ce-specversion", "1.0")],
+            [
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("ce-specversion", "1.0"),
+            ],
             Some("application/json"),
             Bytes::from_static(b"{\"a\": 1}"),
         )

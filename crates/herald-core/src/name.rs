@@ -14,7 +14,10 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), ValidationError> {
     if name.len() > NAME_LENGTH_MAX {
         return Err(ValidationError::new(
             what,
-            format!("is {} bytes long; the maximum is {NAME_LENGTH_MAX}", name.len()),
+            format!(
+                "is {} bytes long; the maximum is {NAME_LENGTH_MAX}",
+                name.len()
+            ),
         ));
     }
     if name == "." || name == ".." {
@@ -45,7 +48,18 @@ mod tests {
 
     #[test]
     fn rejects_traversal_and_junk() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", "a b", "é", "a\0", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(250),
+        ] {
             let err = validate_name("topic", bad).expect_err(bad);
             assert_eq!(err.field, "topic");
         }

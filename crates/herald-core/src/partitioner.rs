@@ -51,14 +51,20 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 
     #[test]
     fn same_key_same_partition() {
         for n in 1..20 {
-            assert_eq!(partition_for_key(b"user-7", n), partition_for_key(b"user-7", n));
+            assert_eq!(
+                partition_for_key(b"user-7", n),
+                partition_for_key(b"user-7", n)
+            );
             assert!(partition_for_key(b"user-7", n) < n);
         }
     }

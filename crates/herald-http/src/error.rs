@@ -14,11 +14,19 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Ask the client to close the connection (after an unread oversized body).
+    pub close_connection: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            close_connection: false,
+        }
     }
 
     /// A 400 naming the field at fault.
@@ -30,6 +38,7 @@ impl ApiError {
             code: "invalid_argument",
             message: format!("invalid `{field}`: {message}"),
             field: Some(field),
+            close_connection: false,
         }
     }
 }
@@ -42,21 +51,18 @@ impl From<ValidationError> for ApiError {
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
-        let status = match &e {
-            BrokerError::Invalid(_) | BrokerError::PartitionNotFound { .. } => StatusCode::BAD_REQUEST,
-            BrokerError::TopicNotFound(_) | BrokerError::GroupNotFound(_) | BrokerError::MemberNotFound { .. } => StatusCode::NOT_FOUND,
-            BrokerError::TopicExists(_) | BrokerError::GroupNotEmpty(_) | BrokerError::NotAssigned { .. } => StatusCode::CONFLICT,
-            BrokerError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            BrokerError::OffsetOutOfRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            BrokerError::Backpressure => StatusCode::TOO_MANY_REQUESTS,
-            BrokerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            BrokerError::Storage(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
         }
-        Self { status, code: e.code(), message: e.to_string(), field: e.field() }
+        Self {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            field: e.field(),
+            close_connection: false,
+        }
     }
 }
 
@@ -67,18 +73,18 @@ impl IntoResponse for ApiError {
             error["field"] = json!(field);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if self.close_connection {
+            response
+                .headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
         }
         response
-    }
-}
-
-/// Maps axum's body/JSON extraction failures to our error shape.
-pub fn from_rejection(status: StatusCode, message: String) -> ApiError {
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "payload_too_large", message),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(status, "unsupported_media_type", message),
-        _ => ApiError::invalid("body", message),
     }
 }

@@ -1,6 +1,5 @@
 //! `POST/GET /v1/topics/{topic}/events`: publish (structured, batch, binary mode) and fetch.
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -10,7 +9,8 @@ use herald_core::event::is_json_media_type;
 use herald_core::CloudEvent;
 use serde_json::{json, Value};
 
-use crate::error::{from_rejection, ApiError};
+use crate::body::LimitedBody;
+use crate::error::ApiError;
 use crate::params::{opt_u32, opt_u64, seek, wait, QueryMap};
 use crate::AppState;
 
@@ -21,7 +21,10 @@ pub const FETCH_DEFAULT_MAX: usize = 100;
 
 /// Turns a request into events according to its content mode.
 pub fn events_from_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if headers.contains_key("ce-specversion") {
         let ce_headers: Vec<(String, String)> = headers
             .iter()
@@ -30,13 +33,28 @@ pub fn events_from_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<Cloud
                 value
                     .to_str()
                     .map(|v| (name.as_str().to_string(), v.to_string()))
-                    .map_err(|_| ApiError::invalid(name.as_str().trim_start_matches("ce-"), "header value must be visible ASCII"))
+                    .map_err(|_| {
+                        ApiError::invalid(
+                            name.as_str().trim_start_matches("ce-"),
+                            "header value must be visible ASCII",
+                        )
+                    })
             })
             .collect::<Result<_, _>>()?;
-        let event = CloudEvent::from_binary(ce_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), content_type.as_deref(), body)?;
+        let event = CloudEvent::from_binary(
+            ce_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            content_type.as_deref(),
+            body,
+        )?;
         return Ok(vec![event]);
     }
-    let essence = content_type.as_deref().map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let essence = content_type.as_deref().map(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     match essence.as_deref() {
         Some(BATCH) => Ok(CloudEvent::parse_batch(&body)?),
         Some(STRUCTURED) => Ok(vec![CloudEvent::parse_structured(&body)?]),
@@ -64,9 +82,8 @@ pub async fn publish(
     Path(topic): Path<String>,
     Query(query): Query<QueryMap>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body.map_err(|r| from_rejection(r.status(), r.body_text()))?;
     let partition = opt_u32(&query, "partition")?;
     state.broker.topic(&topic)?;
     let events = events_from_request(&headers, body)?;
@@ -82,14 +99,21 @@ pub fn records_json(records: &[EventRecord]) -> Vec<Value> {
     records.iter().map(EventRecord::to_json).collect()
 }
 
-pub async fn fetch(State(state): State<AppState>, Path(topic): Path<String>, Query(query): Query<QueryMap>) -> Result<Json<Value>, ApiError> {
+pub async fn fetch(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(query): Query<QueryMap>,
+) -> Result<Json<Value>, ApiError> {
     let partition = opt_u32(&query, "partition")?.unwrap_or(0);
     let max = opt_u64(&query, "max")?.map_or(FETCH_DEFAULT_MAX, |m| m as usize);
     if max == 0 {
         return Err(ApiError::invalid("max", "must be at least 1"));
     }
     let position = seek(&query, SeekPosition::Earliest)?;
-    let result = state.broker.fetch(&topic, partition, position, max, wait(&query)?).await?;
+    let result = state
+        .broker
+        .fetch(&topic, partition, position, max, wait(&query)?)
+        .await?;
     Ok(Json(json!({
         "events": records_json(&result.events),
         "next_offset": result.next_offset,

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -10,13 +9,17 @@ use bytes::Bytes;
 use herald_broker::{Assignment, GroupDescription, JoinOptions, OffsetReset, SeekPosition};
 use serde_json::{json, Value};
 
-use crate::error::{from_rejection, ApiError};
+use crate::body::LimitedBody;
+use crate::error::ApiError;
 use crate::events::{records_json, FETCH_DEFAULT_MAX};
 use crate::params::{opt_u64, parse_time, wait, QueryMap};
 use crate::AppState;
 
 fn assignments_json(assignments: &[Assignment]) -> Vec<Value> {
-    assignments.iter().map(|a| json!({"topic": a.topic, "partition": a.partition})).collect()
+    assignments
+        .iter()
+        .map(|a| json!({"topic": a.topic, "partition": a.partition}))
+        .collect()
 }
 
 pub fn description_json(d: &GroupDescription) -> Value {
@@ -29,8 +32,7 @@ pub fn description_json(d: &GroupDescription) -> Value {
 }
 
 /// Parses an optional JSON object body (empty body = `{}`).
-fn json_body(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let body = body.map_err(|r| from_rejection(r.status(), r.body_text()))?;
+fn json_body(body: Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Map::new());
     }
@@ -41,48 +43,91 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Map<Stri
     }
 }
 
-pub async fn join(State(state): State<AppState>, Path(group): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn join(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
     let topics: Vec<String> = match body.get("topics") {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|t| t.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid("topics", "must be an array of topic names")))
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid("topics", "must be an array of topic names"))
+            })
             .collect::<Result<_, _>>()?,
         Some(Value::String(t)) => vec![t.clone()],
-        _ => return Err(ApiError::invalid("topics", "is required: an array of topic names")),
+        _ => {
+            return Err(ApiError::invalid(
+                "topics",
+                "is required: an array of topic names",
+            ))
+        }
     };
     let mut options = JoinOptions::new(topics);
     if let Some(v) = body.get("session_timeout_ms") {
-        let ms = v.as_u64().filter(|ms| (100..=3_600_000).contains(ms)).ok_or_else(|| ApiError::invalid("session_timeout_ms", "must be an integer between 100 and 3600000"))?;
+        let ms = v
+            .as_u64()
+            .filter(|ms| (100..=3_600_000).contains(ms))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "session_timeout_ms",
+                    "must be an integer between 100 and 3600000",
+                )
+            })?;
         options.session_timeout = Duration::from_millis(ms);
     }
     if let Some(v) = body.get("auto_offset_reset") {
         options.auto_offset_reset = match v.as_str() {
             Some("earliest") => OffsetReset::Earliest,
             Some("latest") => OffsetReset::Latest,
-            _ => return Err(ApiError::invalid("auto_offset_reset", "must be \"earliest\" or \"latest\"")),
+            _ => {
+                return Err(ApiError::invalid(
+                    "auto_offset_reset",
+                    "must be \"earliest\" or \"latest\"",
+                ))
+            }
         };
     }
     let (member_id, generation, assignments) = state.broker.join_group(&group, options)?;
-    Ok(Json(json!({"member_id": member_id, "generation": generation, "assignments": assignments_json(&assignments)})))
+    Ok(Json(
+        json!({"member_id": member_id, "generation": generation, "assignments": assignments_json(&assignments)}),
+    ))
 }
 
-pub async fn leave(State(state): State<AppState>, Path((group, member)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub async fn leave(
+    State(state): State<AppState>,
+    Path((group, member)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     state.broker.leave_group(&group, &member)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn heartbeat(State(state): State<AppState>, Path((group, member)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path((group, member)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let (generation, assignments) = state.broker.heartbeat(&group, &member)?;
-    Ok(Json(json!({"generation": generation, "assignments": assignments_json(&assignments)})))
+    Ok(Json(
+        json!({"generation": generation, "assignments": assignments_json(&assignments)}),
+    ))
 }
 
-pub async fn fetch(State(state): State<AppState>, Path((group, member)): Path<(String, String)>, Query(query): Query<QueryMap>) -> Result<Json<Value>, ApiError> {
+pub async fn fetch(
+    State(state): State<AppState>,
+    Path((group, member)): Path<(String, String)>,
+    Query(query): Query<QueryMap>,
+) -> Result<Json<Value>, ApiError> {
     let max = opt_u64(&query, "max")?.map_or(FETCH_DEFAULT_MAX, |m| m as usize);
     if max == 0 {
         return Err(ApiError::invalid("max", "must be at least 1"));
     }
-    let result = state.broker.fetch_for_member(&group, &member, max, wait(&query)?).await?;
+    let result = state
+        .broker
+        .fetch_for_member(&group, &member, max, wait(&query)?)
+        .await?;
     Ok(Json(json!({
         "generation": result.generation,
         "assignments": assignments_json(&result.assignments),
@@ -92,28 +137,53 @@ pub async fn fetch(State(state): State<AppState>, Path((group, member)): Path<(S
 
 fn parse_offsets(list: &Value) -> Result<Vec<(Assignment, u64)>, ApiError> {
     let Value::Array(items) = list else {
-        return Err(ApiError::invalid("offsets", "must be an array of {topic, partition, offset}"));
+        return Err(ApiError::invalid(
+            "offsets",
+            "must be an array of {topic, partition, offset}",
+        ));
     };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             let topic = item.get("topic").and_then(Value::as_str);
-            let partition = item.get("partition").and_then(Value::as_u64).and_then(|p| u32::try_from(p).ok());
+            let partition = item
+                .get("partition")
+                .and_then(Value::as_u64)
+                .and_then(|p| u32::try_from(p).ok());
             let offset = item.get("offset").and_then(Value::as_u64);
             match (topic, partition, offset) {
-                (Some(t), Some(p), Some(o)) => Ok((Assignment { topic: t.to_string(), partition: p }, o)),
-                _ => Err(ApiError::invalid(format!("offsets[{i}]"), "needs a string `topic` and non-negative integer `partition` and `offset`")),
+                (Some(t), Some(p), Some(o)) => Ok((
+                    Assignment {
+                        topic: t.to_string(),
+                        partition: p,
+                    },
+                    o,
+                )),
+                _ => Err(ApiError::invalid(
+                    format!("offsets[{i}]"),
+                    "needs a string `topic` and non-negative integer `partition` and `offset`",
+                )),
             }
         })
         .collect()
 }
 
-pub async fn commit(State(state): State<AppState>, Path((group, member)): Path<(String, String)>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn commit(
+    State(state): State<AppState>,
+    Path((group, member)): Path<(String, String)>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
     let offsets = body.get("offsets").map(parse_offsets).transpose()?;
-    let committed = state.broker.commit_offsets(&group, &member, offsets).await?;
-    let list: Vec<Value> = committed.iter().map(|(a, o)| json!({"topic": a.topic, "partition": a.partition, "offset": o})).collect();
+    let committed = state
+        .broker
+        .commit_offsets(&group, &member, offsets)
+        .await?;
+    let list: Vec<Value> = committed
+        .iter()
+        .map(|(a, o)| json!({"topic": a.topic, "partition": a.partition, "offset": o}))
+        .collect();
     Ok(Json(json!({ "committed": list })))
 }
 
@@ -128,26 +198,57 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "groups": groups }))
 }
 
-pub async fn describe(State(state): State<AppState>, Path(group): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(description_json(&state.broker.describe_group(&group)?)))
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(description_json(
+        &state.broker.describe_group(&group)?,
+    )))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(group): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.broker.delete_group(&group).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn reset(State(state): State<AppState>, Path(group): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+pub async fn reset(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
-    let topic = body.get("topic").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("topic", "is required"))?;
+    let topic = body
+        .get("topic")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid("topic", "is required"))?;
     let to = match body.get("to") {
         Some(Value::String(s)) if s == "earliest" => SeekPosition::Earliest,
         Some(Value::String(s)) if s == "latest" => SeekPosition::Latest,
-        Some(Value::Number(n)) => SeekPosition::Offset(n.as_u64().ok_or_else(|| ApiError::invalid("to", "offset must be non-negative"))?),
-        Some(Value::Object(o)) if o.contains_key("offset") => SeekPosition::Offset(o["offset"].as_u64().ok_or_else(|| ApiError::invalid("to.offset", "must be a non-negative integer"))?),
-        Some(Value::Object(o)) if o.contains_key("time") => SeekPosition::Time(parse_time("to.time", o["time"].as_str().unwrap_or(""))?),
-        _ => return Err(ApiError::invalid("to", "must be \"earliest\", \"latest\", {\"offset\": N} or {\"time\": RFC3339}")),
+        Some(Value::Number(n)) => SeekPosition::Offset(
+            n.as_u64()
+                .ok_or_else(|| ApiError::invalid("to", "offset must be non-negative"))?,
+        ),
+        Some(Value::Object(o)) if o.contains_key("offset") => SeekPosition::Offset(
+            o["offset"]
+                .as_u64()
+                .ok_or_else(|| ApiError::invalid("to.offset", "must be a non-negative integer"))?,
+        ),
+        Some(Value::Object(o)) if o.contains_key("time") => {
+            SeekPosition::Time(parse_time("to.time", o["time"].as_str().unwrap_or(""))?)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "to",
+                "must be \"earliest\", \"latest\", {\"offset\": N} or {\"time\": RFC3339}",
+            ))
+        }
     };
     state.broker.reset_group(&group, topic, to).await?;
-    Ok(Json(description_json(&state.broker.describe_group(&group)?)))
+    Ok(Json(description_json(
+        &state.broker.describe_group(&group)?,
+    )))
 }

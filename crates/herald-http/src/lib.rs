@@ -6,6 +6,7 @@
 //! - [`error`]: `{"error": {"code", "message", "field"}}` and status mapping.
 //! - [`topics`], [`events`], [`sse`], [`groups`]: one module per resource.
 
+pub mod body;
 pub mod error;
 pub mod events;
 pub mod groups;
@@ -16,7 +17,6 @@ pub mod topics;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_broker::Broker;
@@ -49,25 +49,44 @@ pub struct AppState {
 
 /// The full router.
 pub fn router(broker: Broker, options: HttpOptions) -> Router {
-    let limit = options.max_request_bytes;
     let state = AppState { broker, options };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/topics", post(topics::create).get(topics::list))
-        .route("/v1/topics/{topic}", get(topics::describe).delete(topics::delete))
-        .route("/v1/topics/{topic}/events", post(events::publish).get(events::fetch))
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::describe).delete(topics::delete),
+        )
+        .route(
+            "/v1/topics/{topic}/events",
+            post(events::publish).get(events::fetch),
+        )
         .route("/v1/topics/{topic}/sse", get(sse::stream))
         .route("/v1/groups", get(groups::list))
-        .route("/v1/groups/{group}", get(groups::describe).delete(groups::delete))
+        .route(
+            "/v1/groups/{group}",
+            get(groups::describe).delete(groups::delete),
+        )
         .route("/v1/groups/{group}/reset", post(groups::reset))
         .route("/v1/groups/{group}/members", post(groups::join))
-        .route("/v1/groups/{group}/members/{member}", axum::routing::delete(groups::leave))
-        .route("/v1/groups/{group}/members/{member}/events", get(groups::fetch))
-        .route("/v1/groups/{group}/members/{member}/heartbeat", post(groups::heartbeat))
-        .route("/v1/groups/{group}/members/{member}/commit", post(groups::commit))
+        .route(
+            "/v1/groups/{group}/members/{member}",
+            axum::routing::delete(groups::leave),
+        )
+        .route(
+            "/v1/groups/{group}/members/{member}/events",
+            get(groups::fetch),
+        )
+        .route(
+            "/v1/groups/{group}/members/{member}/heartbeat",
+            post(groups::heartbeat),
+        )
+        .route(
+            "/v1/groups/{group}/members/{member}/commit",
+            post(groups::commit),
+        )
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -75,20 +94,37 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if state.broker.is_shutting_down() {
-        return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        ));
     }
     Ok(Json(json!({"status": "ready"})))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", format!("no route for {}", uri.path()))
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -39,18 +39,43 @@ pub async fn stream(
     let (tx, rx) = mpsc::channel(SSE_BUFFER_EVENTS);
     for partition in partitions {
         let log = topic.partition(partition)?;
-        let start = Broker::resolve_position(log, position)?.clamp(log.start_offset(), log.next_offset());
-        tokio::spawn(pump(state.broker.clone(), topic_name.clone(), partition, start, tx.clone()));
+        let start =
+            Broker::resolve_position(log, position)?.clamp(log.start_offset(), log.next_offset());
+        tokio::spawn(pump(
+            state.broker.clone(),
+            topic_name.clone(),
+            partition,
+            start,
+            tx.clone(),
+        ));
     }
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive")))
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    ))
 }
 
-async fn pump(broker: Broker, topic: String, partition: u32, mut offset: u64, tx: mpsc::Sender<Result<Event, Infallible>>) {
+async fn pump(
+    broker: Broker,
+    topic: String,
+    partition: u32,
+    mut offset: u64,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
     loop {
         if tx.is_closed() {
             return;
         }
-        let result = broker.fetch(&topic, partition, SeekPosition::Offset(offset), SSE_FETCH_EVENTS, SSE_WAIT).await;
+        let result = broker
+            .fetch(
+                &topic,
+                partition,
+                SeekPosition::Offset(offset),
+                SSE_FETCH_EVENTS,
+                SSE_WAIT,
+            )
+            .await;
         let batch = match result {
             Ok(b) => b,
             Err(herald_broker::BrokerError::OffsetOutOfRange { start, .. }) if offset < start => {
@@ -58,7 +83,9 @@ async fn pump(broker: Broker, topic: String, partition: u32, mut offset: u64, tx
                 continue;
             }
             Err(e) => {
-                let _ = tx.send(Ok(Event::default().event("error").data(e.to_string()))).await;
+                let _ = tx
+                    .send(Ok(Event::default().event("error").data(e.to_string())))
+                    .await;
                 return;
             }
         };

@@ -1,17 +1,16 @@
 //! `/v1/topics`: create, list, describe, delete.
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use bytes::Bytes;
 use herald_broker::metadata::TopicMeta;
 use herald_broker::record::format_time_ms;
 use herald_broker::{Broker, TopicConfig};
 use serde_json::{json, Value};
 
-use crate::error::{from_rejection, ApiError};
+use crate::body::LimitedBody;
+use crate::error::ApiError;
 use crate::AppState;
 
 /// JSON description of a topic with live partition stats.
@@ -31,11 +30,17 @@ pub fn describe_json(broker: &Broker, meta: &TopicMeta) -> Value {
     })
 }
 
-pub async fn create(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map_err(|r| from_rejection(r.status(), r.body_text()))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
+pub async fn create(
+    State(state): State<AppState>,
+    LimitedBody(body): LimitedBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
     let Value::Object(mut map) = value else {
-        return Err(ApiError::invalid("body", "must be a JSON object like {\"name\": \"orders\", \"partitions\": 3}"));
+        return Err(ApiError::invalid(
+            "body",
+            "must be a JSON object like {\"name\": \"orders\", \"partitions\": 3}",
+        ));
     };
     let name = match map.remove("name") {
         Some(Value::String(s)) => s,
@@ -43,22 +48,43 @@ pub async fn create(State(state): State<AppState>, body: Result<Bytes, BytesReje
         None => return Err(ApiError::invalid("name", "is required")),
     };
     map.retain(|_, v| !v.is_null());
-    let config: TopicConfig = serde_json::from_value(Value::Object(map)).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    // Check each setting alone first, so the error names the bad one.
+    for (key, value) in &map {
+        let single = json!({ key.clone(): value.clone() });
+        serde_json::from_value::<TopicConfig>(single)
+            .map_err(|e| ApiError::invalid(key.clone(), e.to_string()))?;
+    }
+    let config: TopicConfig = serde_json::from_value(Value::Object(map))
+        .map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let meta = state.broker.create_topic(&name, config).await?;
-    Ok((StatusCode::CREATED, Json(describe_json(&state.broker, &meta))))
+    Ok((
+        StatusCode::CREATED,
+        Json(describe_json(&state.broker, &meta)),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let topics: Vec<Value> = state.broker.list_topics().iter().map(|m| describe_json(&state.broker, m)).collect();
+    let topics: Vec<Value> = state
+        .broker
+        .list_topics()
+        .iter()
+        .map(|m| describe_json(&state.broker, m))
+        .collect();
     Json(json!({ "topics": topics }))
 }
 
-pub async fn describe(State(state): State<AppState>, Path(topic): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn describe(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let topic = state.broker.topic(&topic)?;
     Ok(Json(describe_json(&state.broker, &topic.meta)))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(topic): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.broker.delete_topic(&topic).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use herald_client::{CloudEvent, FsyncMode, Herald, JoinOptions, OffsetReset, SeekPosition, TopicConfig};
+use herald_client::{
+    CloudEvent, FsyncMode, Herald, JoinOptions, OffsetReset, SeekPosition, TopicConfig,
+};
 use serde_json::Value;
 
 use crate::output;
@@ -25,7 +27,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(url: &str, json: bool) -> anyhow::Result<Self> {
-        Ok(Self { herald: Herald::connect(url)?, json })
+        Ok(Self {
+            herald: Herald::connect(url)?,
+            json,
+        })
     }
 
     fn print_json(&self, v: &Value) {
@@ -71,7 +76,15 @@ fn parse_fsync(s: &str) -> Result<FsyncMode, String> {
 
 pub async fn topics(ctx: &Context, command: TopicsCommand) -> anyhow::Result<()> {
     match command {
-        TopicsCommand::Create { name, partitions, fsync, fsync_interval_ms, retention_ms, retention_bytes, segment_bytes } => {
+        TopicsCommand::Create {
+            name,
+            partitions,
+            fsync,
+            fsync_interval_ms,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+        } => {
             let mut config = TopicConfig::with_partitions(partitions);
             config.fsync = fsync.unwrap_or_default();
             config.fsync_interval_ms = fsync_interval_ms.unwrap_or(config.fsync_interval_ms);
@@ -82,7 +95,10 @@ pub async fn topics(ctx: &Context, command: TopicsCommand) -> anyhow::Result<()>
             if ctx.json {
                 ctx.print_json(&serde_json::to_value(&info)?);
             } else {
-                println!("created topic {} with {} partition(s)", info.name, info.partitions);
+                println!(
+                    "created topic {} with {} partition(s)",
+                    info.name, info.partitions
+                );
             }
         }
         TopicsCommand::List => {
@@ -139,12 +155,25 @@ impl ProduceArgs {
     fn event_from_line(&self, line: &str) -> anyhow::Result<CloudEvent> {
         let parsed: Option<Value> = serde_json::from_str(line).ok();
         let mut event = match parsed {
-            Some(v @ Value::Object(_)) if v.get("specversion").is_some() => CloudEvent::from_json_value(v)?,
-            Some(v) => CloudEvent::new(uuid::Uuid::now_v7().to_string(), &self.source, &self.event_type).with_json_data(&v),
-            None => CloudEvent::new(uuid::Uuid::now_v7().to_string(), &self.source, &self.event_type).with_json_data(&Value::String(line.to_string())),
+            Some(v @ Value::Object(_)) if v.get("specversion").is_some() => {
+                CloudEvent::from_json_value(v)?
+            }
+            Some(v) => CloudEvent::new(
+                uuid::Uuid::now_v7().to_string(),
+                &self.source,
+                &self.event_type,
+            )
+            .with_json_data(&v),
+            None => CloudEvent::new(
+                uuid::Uuid::now_v7().to_string(),
+                &self.source,
+                &self.event_type,
+            )
+            .with_json_data(&Value::String(line.to_string())),
         };
         if event.time.is_none() {
-            event.time = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            event.time =
+                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
         }
         if let Some(key) = &self.key {
             event = event.with_extension("partitionkey", key.clone());
@@ -154,10 +183,14 @@ impl ProduceArgs {
 }
 
 pub async fn produce(ctx: &Context, args: ProduceArgs) -> anyhow::Result<()> {
-    let (lines, total_bytes): (Box<dyn Iterator<Item = std::io::Result<String>>>, Option<u64>) = if !args.data.is_empty() {
+    let (lines, total_bytes): (
+        Box<dyn Iterator<Item = std::io::Result<String>>>,
+        Option<u64>,
+    ) = if !args.data.is_empty() {
         (Box::new(args.data.clone().into_iter().map(Ok)), None)
     } else if let Some(path) = &args.file {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let size = file.metadata().map(|m| m.len()).ok();
         (Box::new(std::io::BufReader::new(file).lines()), size)
     } else {
@@ -175,7 +208,9 @@ pub async fn produce(ctx: &Context, args: ProduceArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = args.event_from_line(&line).with_context(|| format!("line {}", n + 1))?;
+        let event = args
+            .event_from_line(&line)
+            .with_context(|| format!("line {}", n + 1))?;
         batch.push(event);
         if batch.len() >= PRODUCE_BATCH_EVENTS {
             published += send_batch(ctx, &args.topic, std::mem::take(&mut batch)).await?;
@@ -199,7 +234,9 @@ fn progress_bar(total_bytes: Option<u64>, hidden: bool) -> indicatif::ProgressBa
     match total_bytes {
         Some(total) => {
             let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})") {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {msg} ({eta})",
+            ) {
                 bar.set_style(style);
             }
             bar
@@ -266,19 +303,31 @@ pub struct TailArgs {
 
 impl From<TailArgs> for ConsumeArgs {
     fn from(t: TailArgs) -> Self {
-        ConsumeArgs { topic: t.topic, partition: t.partition, offset: "latest".into(), from_time: None, group: None, max: None, follow: true }
+        ConsumeArgs {
+            topic: t.topic,
+            partition: t.partition,
+            offset: "latest".into(),
+            from_time: None,
+            group: None,
+            max: None,
+            follow: true,
+        }
     }
 }
 
 fn seek_position(args: &ConsumeArgs) -> anyhow::Result<SeekPosition> {
     if let Some(t) = &args.from_time {
-        let time = chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--from-time {t:?} is not RFC 3339"))?;
+        let time = chrono::DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--from-time {t:?} is not RFC 3339"))?;
         return Ok(SeekPosition::Time(time.timestamp_millis()));
     }
     Ok(match args.offset.as_str() {
         "earliest" | "beginning" => SeekPosition::Earliest,
         "latest" | "end" => SeekPosition::Latest,
-        n => SeekPosition::Offset(n.parse().with_context(|| format!("--offset {n:?} is not a number, earliest or latest"))?),
+        n => SeekPosition::Offset(
+            n.parse()
+                .with_context(|| format!("--offset {n:?} is not a number, earliest or latest"))?,
+        ),
     })
 }
 
@@ -289,7 +338,11 @@ pub async fn consume(ctx: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
     }
     let topic = ctx.herald.describe_topic(&args.topic).await?;
     let partitions: Vec<u32> = match args.partition {
-        Some(p) if p >= topic.partitions => bail!("topic {} has {} partition(s); there is no partition {p}", topic.name, topic.partitions),
+        Some(p) if p >= topic.partitions => bail!(
+            "topic {} has {} partition(s); there is no partition {p}",
+            topic.name,
+            topic.partitions
+        ),
         Some(p) => vec![p],
         None => (0..topic.partitions).collect(),
     };
@@ -300,8 +353,15 @@ pub async fn consume(ctx: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
         let mut got_any = false;
         for (i, &partition) in partitions.iter().enumerate() {
             let want = (limit - printed).min(CONSUME_FETCH_EVENTS as u64) as usize;
-            let wait = if args.follow && partitions.len() == 1 { FOLLOW_WAIT } else { Duration::ZERO };
-            let page = ctx.herald.fetch(&args.topic, partition, positions[i], want, wait).await?;
+            let wait = if args.follow && partitions.len() == 1 {
+                FOLLOW_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let page = ctx
+                .herald
+                .fetch(&args.topic, partition, positions[i], want, wait)
+                .await?;
             positions[i] = SeekPosition::Offset(page.next_offset);
             for record in &page.events {
                 print_record(ctx, record);
@@ -326,13 +386,21 @@ pub async fn consume(ctx: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
 async fn consume_as_member(ctx: &Context, args: &ConsumeArgs, limit: u64) -> anyhow::Result<()> {
     let group = args.group.as_deref().unwrap_or_default();
     let mut options = JoinOptions::new(vec![args.topic.clone()]);
-    options.auto_offset_reset = if args.offset == "latest" { OffsetReset::Latest } else { OffsetReset::Earliest };
+    options.auto_offset_reset = if args.offset == "latest" {
+        OffsetReset::Latest
+    } else {
+        OffsetReset::Earliest
+    };
     let consumer = ctx.herald.join_group(group, options).await?;
     let mut printed = 0u64;
     let result = async {
         loop {
             let want = (limit - printed).min(CONSUME_FETCH_EVENTS as u64) as usize;
-            let wait = if args.follow { FOLLOW_WAIT } else { Duration::from_millis(500) };
+            let wait = if args.follow {
+                FOLLOW_WAIT
+            } else {
+                Duration::from_millis(500)
+            };
             let events = tokio::select! {
                 r = consumer.poll(want, wait) => r?,
                 _ = tokio::signal::ctrl_c() => return Ok::<(), anyhow::Error>(()),
@@ -412,7 +480,10 @@ pub async fn groups(ctx: &Context, command: GroupsCommand) -> anyhow::Result<()>
                     ),
                 },
             };
-            show(&ctx.herald.reset_group(&group, &topic, position).await?, true)?;
+            show(
+                &ctx.herald.reset_group(&group, &topic, position).await?,
+                true,
+            )?;
         }
         GroupsCommand::Delete { group } => {
             ctx.herald.delete_group(&group).await?;

@@ -10,10 +10,19 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Herald: a durable event broker, event bus and event store in one binary")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a durable event broker, event bus and event store in one binary"
+)]
 struct Cli {
     /// Server URL for client commands.
-    #[arg(long, global = true, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
     /// Machine-readable output: one JSON object per line.
     #[arg(long, global = true)]
@@ -42,7 +51,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herald: cannot start the async runtime: {e}");

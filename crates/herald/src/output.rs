@@ -24,7 +24,10 @@ pub fn record_human(r: &EventRecord) -> String {
             Err(_) => format!("<{} bytes>", b.len()),
         },
     };
-    let key = r.key_string().map(|k| format!(" key={k}")).unwrap_or_default();
+    let key = r
+        .key_string()
+        .map(|k| format!(" key={k}"))
+        .unwrap_or_default();
     format!(
         "{}/{}@{} {} {} id={}{} {}",
         r.topic,
@@ -39,7 +42,11 @@ pub fn record_human(r: &EventRecord) -> String {
 }
 
 pub fn topic_human(t: &TopicInfo) -> String {
-    let events: u64 = t.partition_stats.iter().map(|p| p.end_offset - p.start_offset).sum();
+    let events: u64 = t
+        .partition_stats
+        .iter()
+        .map(|p| p.end_offset - p.start_offset)
+        .sum();
     let bytes: u64 = t.partition_stats.iter().map(|p| p.size_bytes).sum();
     format!(
         "{:<30} partitions={:<4} fsync={:<8} events={:<10} bytes={}",
@@ -53,29 +60,56 @@ pub fn topic_human(t: &TopicInfo) -> String {
 
 pub fn topic_detail_human(t: &TopicInfo) -> String {
     let mut out = topic_human(t);
-    out.push_str(&format!("\n  created {}\n  config {}\n", t.created_at, serde_json::to_string(&t.config).unwrap_or_default()));
+    out.push_str(&format!(
+        "\n  created {}\n  config {}\n",
+        t.created_at,
+        serde_json::to_string(&t.config).unwrap_or_default()
+    ));
     for p in &t.partition_stats {
-        out.push_str(&format!("  partition {:<4} offsets {}..{}  {} bytes\n", p.partition, p.start_offset, p.end_offset, p.size_bytes));
+        out.push_str(&format!(
+            "  partition {:<4} offsets {}..{}  {} bytes\n",
+            p.partition, p.start_offset, p.end_offset, p.size_bytes
+        ));
     }
     out
 }
 
 pub fn group_human(g: &GroupInfo) -> String {
     let lag: u64 = g.offsets.iter().map(|o| o.lag).sum();
-    format!("{:<30} members={:<4} generation={:<6} lag={}", g.name, g.members.len(), g.generation, lag)
+    format!(
+        "{:<30} members={:<4} generation={:<6} lag={}",
+        g.name,
+        g.members.len(),
+        g.generation,
+        lag
+    )
 }
 
 pub fn group_detail_human(g: &GroupInfo) -> String {
     let mut out = group_human(g);
     out.push('\n');
     for m in &g.members {
-        let parts: Vec<String> = m.assignments.iter().map(|a| format!("{}/{}", a.topic, a.partition)).collect();
-        out.push_str(&format!("  member {} owns {}\n", m.member_id, parts.join(", ")));
+        let parts: Vec<String> = m
+            .assignments
+            .iter()
+            .map(|a| format!("{}/{}", a.topic, a.partition))
+            .collect();
+        out.push_str(&format!(
+            "  member {} owns {}\n",
+            m.member_id,
+            parts.join(", ")
+        ));
     }
-    out.push_str(&format!("  {:<24} {:>9} {:>12} {:>12} {:>10}\n", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"));
+    out.push_str(&format!(
+        "  {:<24} {:>9} {:>12} {:>12} {:>10}\n",
+        "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
+    ));
     for o in &g.offsets {
         let committed = o.committed.map_or("-".to_string(), |c| c.to_string());
-        out.push_str(&format!("  {:<24} {:>9} {:>12} {:>12} {:>10}\n", o.topic, o.partition, committed, o.end_offset, o.lag));
+        out.push_str(&format!(
+            "  {:<24} {:>9} {:>12} {:>12} {:>10}\n",
+            o.topic, o.partition, committed, o.end_offset, o.lag
+        ));
     }
     out
 }

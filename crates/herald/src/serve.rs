@@ -74,27 +74,44 @@ struct ServeConfig {
 fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let file: FileConfig = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?
         }
         None => FileConfig::default(),
     };
     let defaults = HttpOptions::default();
     Ok(ServeConfig {
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
         http_addr: match args.http_addr.or(file.http_addr) {
             Some(a) => a,
             None => DEFAULT_HTTP_ADDR.parse().context("default address")?,
         },
-        max_event_bytes: args.max_event_bytes.or(file.max_event_bytes).unwrap_or(1024 * 1024),
-        max_request_bytes: args.max_request_bytes.or(file.max_request_bytes).unwrap_or(defaults.max_request_bytes),
-        log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+        max_event_bytes: args
+            .max_event_bytes
+            .or(file.max_event_bytes)
+            .unwrap_or(1024 * 1024),
+        max_request_bytes: args
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(defaults.max_request_bytes),
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text),
     })
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -109,10 +126,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.max_event_bytes = config.max_event_bytes;
-    let broker = Broker::open(broker_config).await.with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let broker = Broker::open(broker_config)
+        .await
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let router = herald_http::router(broker.clone(), HttpOptions { max_request_bytes: config.max_request_bytes });
+    let router = herald_http::router(
+        broker.clone(),
+        HttpOptions {
+            max_request_bytes: config.max_request_bytes,
+        },
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
