@@ -20,6 +20,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::config::{BrokerConfig, TopicConfig};
+use crate::dedup::{Claim, DedupKey};
+use crate::delay::{self, DelaySchedule, DelayedTarget, DeliveryBatches, DELAYED_TOPIC};
 use crate::error::BrokerError;
 use crate::group::{
     Assignment, GroupDescription, GroupState, JoinOptions, MemberDescription, MemberFetch,
@@ -47,12 +49,24 @@ pub enum SeekPosition {
     Time(i64),
 }
 
+/// A delayed publish: the event is stored and will be appended at `deliver_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledReceipt {
+    pub id: String,
+    pub deliver_at_ms: i64,
+    /// Set when the time had already come and the event was published at once.
+    pub delivered: Option<PublishReceipt>,
+}
+
 /// Where one published event landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReceipt {
     pub id: String,
     pub partition: u32,
     pub offset: u64,
+    /// True when the event was a duplicate within the topic's dedup window: it was not
+    /// appended again and `partition`/`offset` are those of its first append.
+    pub duplicate: bool,
 }
 
 /// The answer to a fetch.
@@ -95,6 +109,7 @@ struct Inner {
     /// Serializes the offset-file writes of each group.
     group_writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     offset_store: OffsetStore,
+    delay: Arc<DelaySchedule>,
     shutting_down: AtomicBool,
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
@@ -113,7 +128,7 @@ impl Broker {
         let started = Instant::now();
         let data_dir = config.data_dir.clone();
         let queue_depth = config.partition_queue_depth_max;
-        let (lock, topics, committed) = tokio::task::spawn_blocking(move || {
+        let (lock, topics, committed, delay) = tokio::task::spawn_blocking(move || {
             let lock = metadata::lock_data_dir(&data_dir)?;
             let mut topics = BTreeMap::new();
             for meta in metadata::load_topic_metas(&data_dir)? {
@@ -121,7 +136,8 @@ impl Broker {
                 topics.insert(name, Arc::new(Topic::open(&data_dir, meta, queue_depth)?));
             }
             let committed = OffsetStore::new(&data_dir).load_all()?;
-            Ok::<_, BrokerError>((lock, topics, committed))
+            let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
+            Ok::<_, BrokerError>((lock, topics, committed, delay))
         })
         .await
         .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
@@ -138,6 +154,7 @@ impl Broker {
         let broker = Self {
             inner: Arc::new(Inner {
                 offset_store: OffsetStore::new(&config.data_dir),
+                delay: Arc::new(delay),
                 config,
                 topics: RwLock::new(topics),
                 topic_admin: tokio::sync::Mutex::new(()),
@@ -149,6 +166,7 @@ impl Broker {
                 _lock: lock,
             }),
         };
+        broker.recover_delayed().await?;
         broker.start_background_tasks();
         Ok(broker)
     }
@@ -179,7 +197,8 @@ impl Broker {
                 Broker { inner }.expire_members(Instant::now());
             }
         });
-        self.inner.background.lock().extend([retention, sessions]);
+        let delay = tokio::spawn(run_delay_scheduler(Arc::downgrade(&self.inner), Arc::clone(&self.inner.delay)));
+        self.inner.background.lock().extend([retention, sessions, delay]);
     }
 
     fn check_running(&self) -> Result<(), BrokerError> {
@@ -381,12 +400,28 @@ impl Broker {
             .max_event_bytes
             .unwrap_or(self.inner.config.max_event_bytes);
         let timestamp_ms = now_ms();
-        let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
-        for (index, (key, event)) in entries.iter_mut().enumerate() {
+        for (index, (_, event)) in entries.iter_mut().enumerate() {
             event.apply_defaults();
             event.validate().map_err(|e| {
                 herald_core::ValidationError::new(format!("[{index}].{}", e.field), e.message)
             })?;
+        }
+        let keys: Vec<DedupKey> = entries
+            .iter()
+            .map(|(_, e)| (e.source.clone(), e.id.clone()))
+            .collect();
+        let (claims, reservation) = match topic.dedup() {
+            Some(window) => {
+                let (claims, reservation) = window.claim_batch(&keys, timestamp_ms);
+                (claims, Some(reservation))
+            }
+            None => (entries.iter().map(|_| Claim::New).collect(), None),
+        };
+        let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
+        for (index, (key, event)) in entries.iter_mut().enumerate() {
+            if !matches!(claims[index], Claim::New) {
+                continue;
+            }
             let value = encode_event_to_vec(event);
             if value.len() > max {
                 return Err(BrokerError::PayloadTooLarge {
@@ -413,17 +448,174 @@ impl Broker {
             }
         });
         let mut receipts: Vec<Option<PublishReceipt>> = vec![None; entries.len()];
+        let mut positions = HashMap::new();
+        let mut failure = None;
         for result in join_all(appends).await {
-            let (partition, indexes, base_offset) = result?;
-            for (i, index) in indexes.into_iter().enumerate() {
-                receipts[index] = Some(PublishReceipt {
-                    id: entries[index].1.id.clone(),
-                    partition,
-                    offset: base_offset + i as u64,
-                });
+            match result {
+                Ok((partition, indexes, base_offset)) => {
+                    for (i, index) in indexes.into_iter().enumerate() {
+                        let offset = base_offset + i as u64;
+                        positions.insert(keys[index].clone(), (partition, offset));
+                        receipts[index] = Some(PublishReceipt {
+                            id: entries[index].1.id.clone(),
+                            partition,
+                            offset,
+                            duplicate: false,
+                        });
+                    }
+                }
+                Err(e) => failure = Some(e),
             }
         }
+        if let Some(reservation) = reservation {
+            reservation.complete(&positions, now_ms());
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for (index, claim) in claims.into_iter().enumerate() {
+            let position = match claim {
+                Claim::New => continue,
+                Claim::Duplicate { partition, offset } => Some((partition, offset)),
+                Claim::SameAs(first) => receipts[first].as_ref().map(|r| (r.partition, r.offset)),
+                Claim::InFlight(mut rx) => match rx.wait_for(Option::is_some).await {
+                    Ok(outcome) => outcome.flatten(),
+                    Err(_) => None,
+                },
+            };
+            // A concurrent publish of the same key failed: the client should retry.
+            let (partition, offset) = position.ok_or(BrokerError::Backpressure)?;
+            receipts[index] = Some(PublishReceipt {
+                id: entries[index].1.id.clone(),
+                partition,
+                offset,
+                duplicate: true,
+            });
+        }
         Ok(receipts.into_iter().flatten().collect())
+    }
+
+    // ---- delayed delivery ----
+
+    /// Creates the internal delayed topic if needed and schedules every undelivered event.
+    async fn recover_delayed(&self) -> Result<(), BrokerError> {
+        if self.topic(DELAYED_TOPIC).is_err() {
+            let mut config = TopicConfig::with_partitions(1);
+            config.dedup_window_ms = 0;
+            self.create_topic(DELAYED_TOPIC, config).await?;
+        }
+        let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
+        let mut offset = self.inner.delay.floor().max(log.start_offset());
+        while offset < log.next_offset() {
+            let batch = log.read(offset, 4096, FETCH_BYTES_MAX)?;
+            let Some(last) = batch.last() else { break };
+            offset = last.offset + 1;
+            for stored in batch {
+                let at = herald_core::codec::decode_event(&stored.value)
+                    .ok()
+                    .and_then(|mut e| delay::unmark(&mut e))
+                    .map_or(i64::MIN, |t| t.deliver_at_ms);
+                self.inner.delay.schedule(stored.offset, at);
+            }
+        }
+        tracing::info!(pending = self.inner.delay.len(), "delayed events scheduled");
+        Ok(())
+    }
+
+    /// Publishes events that become visible in `topic_name` at `deliver_at_ms`. They are
+    /// durable when this returns; a time not in the future publishes at once.
+    pub async fn publish_delayed(
+        &self,
+        topic_name: &str,
+        entries: Vec<(Option<Bytes>, CloudEvent)>,
+        forced_partition: Option<u32>,
+        deliver_at_ms: i64,
+    ) -> Result<Vec<ScheduledReceipt>, BrokerError> {
+        let topic = self.topic(topic_name)?;
+        if let Some(p) = forced_partition {
+            topic.partition(p)?;
+        }
+        let now = now_ms();
+        if deliver_at_ms > now.saturating_add(delay::DELAY_MS_MAX) {
+            return Err(herald_core::ValidationError::new("deliver_at", "is more than a year away").into());
+        }
+        if deliver_at_ms <= now {
+            let receipts = self.publish_keyed(topic_name, entries, forced_partition).await?;
+            return Ok(receipts
+                .into_iter()
+                .map(|r| ScheduledReceipt { id: r.id.clone(), deliver_at_ms: now, delivered: Some(r) })
+                .collect());
+        }
+        let target = DelayedTarget { topic: topic_name.to_string(), partition: forced_partition, deliver_at_ms };
+        let marked = entries
+            .into_iter()
+            .map(|(key, mut event)| {
+                delay::mark(&mut event, &target);
+                (key, event)
+            })
+            .collect();
+        let receipts = self.publish_keyed(DELAYED_TOPIC, marked, Some(0)).await?;
+        for r in &receipts {
+            self.inner.delay.schedule(r.offset, deliver_at_ms);
+        }
+        self.inner.delay.wake.notify_one();
+        Ok(receipts
+            .into_iter()
+            .map(|r| ScheduledReceipt { id: r.id, deliver_at_ms, delivered: None })
+            .collect())
+    }
+
+    /// Delivers due delayed events to their targets; returns how many were handled.
+    async fn deliver_due(&self) -> Result<usize, BrokerError> {
+        let due = self.inner.delay.take_due(now_ms(), 1000);
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
+        let mut batches: DeliveryBatches = BTreeMap::new();
+        let mut delivered = Vec::new();
+        for &(_, offset) in &due {
+            let stored = log.read(offset, 1, FETCH_BYTES_MAX)?.into_iter().next();
+            let Some(stored) = stored.filter(|s| s.offset == offset) else {
+                tracing::error!(offset, "delayed event is missing from the log; dropped");
+                delivered.push(offset);
+                continue;
+            };
+            let mut event = match herald_core::codec::decode_event(&stored.value) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(offset, error = %e, "delayed event does not decode; dropped");
+                    delivered.push(offset);
+                    continue;
+                }
+            };
+            match delay::unmark(&mut event) {
+                Some(t) => batches.entry((t.topic, t.partition)).or_default().push((offset, stored.key, event)),
+                None => delivered.push(offset),
+            }
+        }
+        for ((topic, partition), items) in batches {
+            let offsets: Vec<u64> = items.iter().map(|(o, _, _)| *o).collect();
+            let entries = items.into_iter().map(|(_, k, e)| (k, e)).collect();
+            match self.publish_keyed(&topic, entries, partition).await {
+                Ok(_) => delivered.extend(offsets),
+                Err(BrokerError::TopicNotFound(_)) => {
+                    tracing::warn!(topic, count = offsets.len(), "delayed events dropped: their topic was deleted");
+                    delivered.extend(offsets);
+                }
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "delayed delivery failed; retrying in 1 s");
+                    self.inner.delay.retry_at(&offsets, now_ms() + 1000);
+                }
+            }
+        }
+        let schedule = Arc::clone(&self.inner.delay);
+        let end = log.next_offset();
+        let count = delivered.len();
+        tokio::task::spawn_blocking(move || schedule.mark_delivered(&delivered, end))
+            .await
+            .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        Ok(count)
     }
 
     // ---- fetch ----
@@ -1020,5 +1212,28 @@ impl Broker {
         })
         .await;
         tracing::info!("broker shut down: all partitions flushed");
+    }
+}
+
+/// Background task: sleeps until the next delayed event is due (or a new one is
+/// scheduled), then delivers what is due. Holds the broker only while delivering.
+async fn run_delay_scheduler(broker: std::sync::Weak<Inner>, schedule: Arc<DelaySchedule>) {
+    loop {
+        let wait_ms = schedule.next_due_ms().map_or(60_000, |t| (t - now_ms()).clamp(0, 60_000));
+        if wait_ms > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+                _ = schedule.wake.notified() => {}
+            }
+        }
+        let Some(inner) = broker.upgrade() else { return };
+        let broker_handle = Broker { inner };
+        if broker_handle.is_shutting_down() {
+            return;
+        }
+        if let Err(e) = broker_handle.deliver_due().await {
+            tracing::error!(error = %e, "delayed delivery failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }

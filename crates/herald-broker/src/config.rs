@@ -70,6 +70,14 @@ pub struct TopicConfig {
     pub segment_ms: Option<u64>,
     #[serde(default)]
     pub max_event_bytes: Option<usize>,
+    /// Publishes repeating a (source, id) seen within this window are acknowledged but not
+    /// appended again; 0 turns deduplication off. Default 2 minutes.
+    #[serde(default = "default_dedup_window_ms")]
+    pub dedup_window_ms: u64,
+    /// Most (source, id) keys remembered per topic; past it the oldest are forgotten first,
+    /// which shortens the effective window under very high rates.
+    #[serde(default = "default_dedup_entries_max")]
+    pub dedup_entries_max: usize,
 }
 
 fn default_partitions() -> u32 {
@@ -77,6 +85,12 @@ fn default_partitions() -> u32 {
 }
 fn default_fsync_interval_ms() -> u64 {
     100
+}
+fn default_dedup_window_ms() -> u64 {
+    120_000
+}
+fn default_dedup_entries_max() -> usize {
+    100_000
 }
 fn default_segment_bytes() -> u64 {
     64 * 1024 * 1024
@@ -93,6 +107,8 @@ impl Default for TopicConfig {
             segment_bytes: default_segment_bytes(),
             segment_ms: None,
             max_event_bytes: None,
+            dedup_window_ms: default_dedup_window_ms(),
+            dedup_entries_max: default_dedup_entries_max(),
         }
     }
 }
@@ -130,6 +146,9 @@ impl TopicConfig {
         }
         if self.segment_bytes > u64::from(u32::MAX) {
             return Err(ValidationError::new("segment_bytes", "must be below 4 GiB"));
+        }
+        if self.dedup_entries_max == 0 {
+            return Err(ValidationError::new("dedup_entries_max", "must be at least 1"));
         }
         if self.max_event_bytes == Some(0) {
             return Err(ValidationError::new(

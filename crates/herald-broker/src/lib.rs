@@ -7,6 +7,8 @@
 //! - [`offsets`]: durable committed offsets per group.
 //! - [`record`]: [`EventRecord`], an event with its position in the log.
 //! - [`config`]: broker and per-topic configuration.
+//! - [`delay`]: delayed delivery through an internal topic and a durable schedule.
+//! - [`dedup`]: per-topic publish deduplication by (source, id) within a window.
 //!
 //! Invariants: every name reaching the file system passed [`herald_core::name::validate_name`];
 //! a publish is acknowledged only after its partition log acknowledged it (durable under
@@ -15,6 +17,8 @@
 
 pub mod broker;
 pub mod config;
+pub mod dedup;
+pub mod delay;
 pub mod error;
 pub mod group;
 pub mod metadata;
@@ -22,7 +26,7 @@ pub mod offsets;
 pub mod record;
 pub mod topic;
 
-pub use broker::{Broker, FetchResult, PublishReceipt, SeekPosition};
+pub use broker::{Broker, FetchResult, PublishReceipt, ScheduledReceipt, SeekPosition};
 pub use config::{BrokerConfig, FsyncMode, TopicConfig};
 pub use error::BrokerError;
 pub use group::{Assignment, GroupDescription, JoinOptions, MemberFetch, OffsetReset};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use herald_core::partitioner::partition_for_key;
 use herald_log::PartitionLog;
 
+use crate::dedup::DedupWindow;
 use crate::error::BrokerError;
 use crate::metadata::{partition_dir, TopicMeta};
 
@@ -16,6 +17,7 @@ pub struct Topic {
     pub meta: TopicMeta,
     partitions: Vec<Arc<PartitionLog>>,
     round_robin: AtomicU32,
+    dedup: Option<Arc<DedupWindow>>,
 }
 
 impl Topic {
@@ -32,11 +34,45 @@ impl Topic {
                     .map_err(BrokerError::from)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+        let dedup = (meta.config.dedup_window_ms > 0).then(|| {
+            DedupWindow::new(meta.config.dedup_window_ms, meta.config.dedup_entries_max)
+        });
+        let topic = Self {
             meta,
             partitions,
             round_robin: AtomicU32::new(0),
-        })
+            dedup,
+        };
+        topic.rebuild_dedup_window()?;
+        Ok(topic)
+    }
+
+    /// The topic's dedup window, if deduplication is on.
+    pub fn dedup(&self) -> Option<&Arc<DedupWindow>> {
+        self.dedup.as_ref()
+    }
+
+    /// Re-reads the events appended within the dedup window (after a restart).
+    fn rebuild_dedup_window(&self) -> Result<(), BrokerError> {
+        let Some(dedup) = &self.dedup else {
+            return Ok(());
+        };
+        let since = chrono::Utc::now().timestamp_millis() - dedup.window_ms();
+        for (p, log) in self.partitions.iter().enumerate() {
+            let mut offset = log.offset_for_timestamp(since)?;
+            while offset < log.next_offset() {
+                let batch = log.read(offset, 4096, 4 * 1024 * 1024)?;
+                let Some(last) = batch.last() else { break };
+                offset = last.offset + 1;
+                for stored in batch {
+                    match herald_core::codec::decode_event(&stored.value) {
+                        Ok(e) => dedup.remember((e.source, e.id), p as u32, stored.offset, stored.timestamp_ms),
+                        Err(err) => tracing::warn!(topic = %self.meta.name, partition = p, offset = stored.offset, error = %err, "undecodable event skipped while rebuilding the dedup window"),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

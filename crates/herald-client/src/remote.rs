@@ -23,6 +23,8 @@ struct Receipt {
     id: String,
     partition: u32,
     offset: u64,
+    #[serde(default)]
+    duplicate: bool,
 }
 
 impl Remote {
@@ -112,6 +114,7 @@ impl Remote {
                 id: r.id,
                 partition: r.partition,
                 offset: r.offset,
+                duplicate: r.duplicate,
             })
             .collect())
     }

@@ -4,14 +4,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
-use herald_broker::{EventRecord, SeekPosition};
+use herald_broker::record::format_time_ms;
+use herald_broker::{EventRecord, PublishReceipt, SeekPosition};
 use herald_core::event::is_json_media_type;
 use herald_core::CloudEvent;
 use serde_json::{json, Value};
 
 use crate::body::LimitedBody;
 use crate::error::ApiError;
-use crate::params::{opt_u32, opt_u64, seek, wait, QueryMap};
+use crate::params::{opt_u32, opt_u64, parse_time, seek, wait, QueryMap};
 use crate::AppState;
 
 const STRUCTURED: &str = "application/cloudevents+json";
@@ -86,13 +87,57 @@ pub async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let partition = opt_u32(&query, "partition")?;
     state.broker.topic(&topic)?;
+    let deliver_at_ms = delivery_time(&query, &headers)?;
     let events = events_from_request(&headers, body)?;
-    let receipts = state.broker.publish(&topic, events, partition).await?;
-    let list: Vec<Value> = receipts
+    let entries: Vec<_> = events
         .into_iter()
-        .map(|r| json!({"id": r.id, "partition": r.partition, "offset": r.offset}))
+        .map(|e| (e.partition_key().map(Bytes::from), e))
         .collect();
+    let list: Vec<Value> = match deliver_at_ms {
+        None => state
+            .broker
+            .publish_keyed(&topic, entries, partition)
+            .await?
+            .iter()
+            .map(receipt_json)
+            .collect(),
+        Some(at) => state
+            .broker
+            .publish_delayed(&topic, entries, partition, at)
+            .await?
+            .into_iter()
+            .map(|r| match &r.delivered {
+                Some(receipt) => receipt_json(receipt),
+                None => json!({"id": r.id, "scheduled_for": format_time_ms(r.deliver_at_ms)}),
+            })
+            .collect(),
+    };
     Ok(Json(json!({ "events": list })))
+}
+
+fn receipt_json(r: &PublishReceipt) -> Value {
+    let mut receipt = json!({"id": r.id, "partition": r.partition, "offset": r.offset});
+    if r.duplicate {
+        receipt["duplicate"] = json!(true);
+    }
+    receipt
+}
+
+/// `delay_ms=N` or `deliver_at=RFC3339` (query), or the `herald-delay-ms` /
+/// `herald-deliver-at` headers: when the events should become visible.
+fn delivery_time(query: &QueryMap, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let delay = query.get("delay_ms").cloned().or_else(|| header("herald-delay-ms"));
+    let at = query.get("deliver_at").cloned().or_else(|| header("herald-deliver-at"));
+    match (delay, at) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("deliver_at", "give `delay_ms` or `deliver_at`, not both")),
+        (Some(d), None) => {
+            let ms: i64 = d.parse().ok().filter(|ms: &i64| *ms >= 0).ok_or_else(|| ApiError::invalid("delay_ms", format!("must be a non-negative integer, got {d:?}")))?;
+            Ok(Some(chrono::Utc::now().timestamp_millis().saturating_add(ms)))
+        }
+        (None, Some(t)) => Ok(Some(parse_time("deliver_at", &t)?)),
+        (None, None) => Ok(None),
+    }
 }
 
 pub fn records_json(records: &[EventRecord]) -> Vec<Value> {

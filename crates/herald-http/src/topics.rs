@@ -1,6 +1,6 @@
 //! `/v1/topics`: create, list, describe, delete.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::body::LimitedBody;
 use crate::error::ApiError;
+use crate::params::QueryMap;
 use crate::AppState;
 
 /// JSON description of a topic with live partition stats.
@@ -47,6 +48,9 @@ pub async fn create(
         Some(_) => return Err(ApiError::invalid("name", "must be a string")),
         None => return Err(ApiError::invalid("name", "is required")),
     };
+    if name.starts_with("__") {
+        return Err(ApiError::invalid("name", "names starting with `__` are reserved for Herald's internal topics"));
+    }
     map.retain(|_, v| !v.is_null());
     // Check each setting alone first, so the error names the bad one.
     for (key, value) in &map {
@@ -63,11 +67,14 @@ pub async fn create(
     ))
 }
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+/// Lists topics; internal ones (`__` prefix) only with `?internal=true`.
+pub async fn list(State(state): State<AppState>, Query(query): Query<QueryMap>) -> Json<Value> {
+    let internal = query.get("internal").is_some_and(|v| v == "true");
     let topics: Vec<Value> = state
         .broker
         .list_topics()
         .iter()
+        .filter(|m| internal || !m.name.starts_with("__"))
         .map(|m| describe_json(&state.broker, m))
         .collect();
     Json(json!({ "topics": topics }))
