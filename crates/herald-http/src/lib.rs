@@ -5,8 +5,10 @@
 //!
 //! - [`error`]: `{"error": {"code", "message", "field"}}` and status mapping.
 //! - [`topics`], [`events`], [`sse`], [`groups`]: one module per resource.
+//! - [`bus`]: subscriptions, queues, dead letters, push streams, filter tests.
 
 pub mod body;
+pub mod bus;
 pub mod error;
 pub mod events;
 pub mod groups;
@@ -45,12 +47,28 @@ impl Default for HttpOptions {
 pub struct AppState {
     pub broker: Broker,
     pub options: HttpOptions,
+    /// The event bus; `None` answers its routes with 503.
+    pub bus: Option<herald_bus::Bus>,
 }
 
 /// The full router.
 pub fn router(broker: Broker, options: HttpOptions) -> Router {
-    let state = AppState { broker, options };
+    router_with_bus(broker, None, options)
+}
+
+/// The full router, with the event-bus routes served by `bus`.
+pub fn router_with_bus(
+    broker: Broker,
+    bus: Option<herald_bus::Bus>,
+    options: HttpOptions,
+) -> Router {
+    let state = AppState {
+        broker,
+        options,
+        bus,
+    };
     Router::new()
+        .merge(bus_routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/topics", post(topics::create).get(topics::list))
@@ -88,6 +106,26 @@ pub fn router(broker: Broker, options: HttpOptions) -> Router {
         )
         .fallback(not_found)
         .with_state(state)
+}
+
+fn bus_routes() -> Router<AppState> {
+    use bus::{filters, push, subscriptions as subs};
+    Router::new()
+        .route("/v1/subscriptions", post(subs::create).get(subs::list))
+        .route(
+            "/v1/subscriptions/{name}",
+            get(subs::describe).delete(subs::delete),
+        )
+        .route("/v1/subscriptions/{name}/pull", post(subs::pull))
+        .route("/v1/subscriptions/{name}/ack", post(subs::ack))
+        .route("/v1/subscriptions/{name}/nack", post(subs::nack))
+        .route("/v1/subscriptions/{name}/extend", post(subs::extend))
+        .route("/v1/subscriptions/{name}/dlq", get(subs::dead_letters))
+        .route("/v1/subscriptions/{name}/dlq/redrive", post(subs::redrive))
+        .route("/v1/subscriptions/{name}/sse", get(push::sse))
+        .route("/v1/subscriptions/{name}/ws", get(push::websocket))
+        .route("/v1/filters/test", post(filters::test))
+        .route("/filters/test", post(filters::test))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
