@@ -6,6 +6,8 @@
 //! - [`name`]: topic and group name rules (no path traversal, ever).
 //! - [`partitioner`]: key → partition (Kafka-compatible murmur2), so a key lands
 //!   on the same partition whichever protocol published it.
+//! - [`schema`]: JSON Schemas for event data per `type`: validation, versioned
+//!   registry, backward-compatibility checks between versions.
 //!
 //! Invariant: nothing in this crate touches the file system, the network or a clock
 //! other than through values passed in.
@@ -15,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod name;
 pub mod partitioner;
+pub mod schema;
 
 pub use error::{CodecError, ValidationError};
 pub use event::{CloudEvent, Data, ExtensionValue};
