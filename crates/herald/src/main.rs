@@ -47,6 +47,9 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Groups(cli::GroupsCommand),
+    /// Load-test Herald (embedded, HTTP) or a peer (NATS JetStream, Redis Streams);
+    /// `bench limits` measures the machine, `bench table` compares results.
+    Bench(herald_bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Bench(command) => herald_bench::run(command, cli.json).await,
             command => {
                 let ctx = cli::Context::new(&cli.url, cli.json)?;
                 match command {
@@ -72,7 +76,7 @@ fn main() -> std::process::ExitCode {
                     Command::Consume(a) => cli::consume(&ctx, a).await,
                     Command::Tail(a) => cli::consume(&ctx, a.into()).await,
                     Command::Groups(c) => cli::groups(&ctx, c).await,
-                    Command::Serve(_) => unreachable!("handled above"),
+                    Command::Serve(_) | Command::Bench(_) => unreachable!("handled above"),
                 }
             }
         }
