@@ -1,8 +1,10 @@
-//! `herald serve`: loads configuration, opens the broker, serves HTTP, shuts down cleanly.
+//! `herald serve`: loads configuration, opens the broker, serves HTTP and the Kafka
+//! protocol, shuts down cleanly.
 //!
 //! Precedence: built-in defaults < TOML config file < `HERALD_*` env vars < flags.
-//! Prints `herald listening http=HOST:PORT` on stdout once it serves (tests and scripts
-//! wait for that line); logs go to stderr.
+//! Prints `herald listening http=HOST:PORT kafka=HOST:PORT` on stdout once it serves
+//! (`kafka=` absent when the Kafka listener is disabled; tests and scripts wait for that
+//! line); logs go to stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +14,13 @@ use anyhow::Context as _;
 use clap::Args;
 use herald_broker::{Broker, BrokerConfig};
 use herald_http::HttpOptions;
+use herald_kafka::KafkaOptions;
 use serde::Deserialize;
+
+/// Kafka request decoding must not abort the process on an absurd array length (see
+/// `herald_kafka::alloc`).
+#[global_allocator]
+static ALLOCATOR: herald_kafka::LazyLargeAllocator = herald_kafka::LazyLargeAllocator;
 
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -41,6 +49,25 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Kafka protocol listen address (default 127.0.0.1:9092; port 0 picks a free port).
+    #[arg(long, env = "HERALD_KAFKA_ADDR")]
+    kafka_addr: Option<SocketAddr>,
+    /// Address Kafka clients are told to connect to (default: the bound address).
+    #[arg(long, env = "HERALD_KAFKA_ADVERTISED_ADDR")]
+    kafka_advertised_addr: Option<SocketAddr>,
+    /// Do not serve the Kafka protocol.
+    #[arg(long)]
+    no_kafka: bool,
+    /// Create unknown topics on Kafka Metadata/Produce (Kafka's auto.create.topics.enable; default true).
+    #[arg(long, env = "HERALD_KAFKA_AUTO_CREATE_TOPICS")]
+    kafka_auto_create_topics: Option<bool>,
+    /// Partitions of topics created through Kafka without a count (Kafka's num.partitions; default 1).
+    #[arg(long, env = "HERALD_KAFKA_DEFAULT_PARTITIONS")]
+    kafka_default_partitions: Option<u32>,
+    /// How long a new Kafka consumer group waits for more members before its first
+    /// assignment, in ms (Kafka's group.initial.rebalance.delay.ms; default 3000).
+    #[arg(long, env = "HERALD_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    kafka_group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -59,6 +86,12 @@ struct FileConfig {
     max_event_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     log_format: Option<LogFormat>,
+    kafka_enabled: Option<bool>,
+    kafka_addr: Option<SocketAddr>,
+    kafka_advertised_addr: Option<SocketAddr>,
+    kafka_auto_create_topics: Option<bool>,
+    kafka_default_partitions: Option<u32>,
+    kafka_group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -69,6 +102,18 @@ struct ServeConfig {
     max_event_bytes: usize,
     max_request_bytes: usize,
     log_format: LogFormat,
+    /// `None` when the Kafka listener is disabled.
+    kafka: Option<KafkaConfig>,
+}
+
+/// The resolved Kafka listener settings.
+#[derive(Debug)]
+struct KafkaConfig {
+    addr: SocketAddr,
+    advertised_addr: Option<SocketAddr>,
+    auto_create_topics: bool,
+    default_partitions: u32,
+    group_initial_rebalance_delay: Duration,
 }
 
 fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -82,6 +127,37 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         None => FileConfig::default(),
     };
     let defaults = HttpOptions::default();
+    let kafka_enabled = !args.no_kafka && file.kafka_enabled.unwrap_or(true);
+    let kafka = if kafka_enabled {
+        let default_partitions = args
+            .kafka_default_partitions
+            .or(file.kafka_default_partitions)
+            .unwrap_or(1);
+        if default_partitions == 0 {
+            anyhow::bail!("kafka_default_partitions must be at least 1");
+        }
+        Some(KafkaConfig {
+            addr: match args.kafka_addr.or(file.kafka_addr) {
+                Some(a) => a,
+                None => herald_kafka::DEFAULT_KAFKA_ADDR
+                    .parse()
+                    .context("default Kafka address")?,
+            },
+            advertised_addr: args.kafka_advertised_addr.or(file.kafka_advertised_addr),
+            auto_create_topics: args
+                .kafka_auto_create_topics
+                .or(file.kafka_auto_create_topics)
+                .unwrap_or(true),
+            default_partitions,
+            group_initial_rebalance_delay: Duration::from_millis(
+                args.kafka_group_initial_rebalance_delay_ms
+                    .or(file.kafka_group_initial_rebalance_delay_ms)
+                    .unwrap_or(3000),
+            ),
+        })
+    } else {
+        None
+    };
     Ok(ServeConfig {
         data_dir: args
             .data_dir
@@ -103,6 +179,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
+        kafka,
     })
 }
 
@@ -140,13 +217,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
 
+    let kafka = match &config.kafka {
+        Some(kafka) => Some(bind_kafka(kafka).await?),
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(herald_http::serve(listener, router, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
+    let mut ready_line = format!("herald listening http={http_addr}");
+    let kafka_server = match kafka {
+        Some((listener, options)) => {
+            let kafka_addr = listener.local_addr()?;
+            ready_line.push_str(&format!(" kafka={kafka_addr}"));
+            let mut kafka_stop = stop_rx.clone();
+            Some(tokio::spawn(herald_kafka::serve(
+                listener,
+                broker.clone(),
+                options,
+                async move {
+                    let _ = kafka_stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     tracing::info!(data_dir = %config.data_dir.display(), %http_addr, "herald serving");
-    println!("herald listening http={http_addr}");
+    println!("{ready_line}");
 
     shutdown_signal().await;
     tracing::info!("shutdown requested: closing listeners, flushing partitions");
@@ -158,8 +257,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish in time; exiting anyway"),
     }
+    if let Some(kafka_server) = kafka_server {
+        match tokio::time::timeout(SHUTDOWN_GRACE, kafka_server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Kafka listener ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "Kafka listener task failed"),
+            Err(_) => tracing::warn!("Kafka connections did not finish in time; exiting anyway"),
+        }
+    }
     tracing::info!("herald stopped");
     Ok(())
+}
+
+/// Binds the Kafka listener; the advertised address defaults to the bound one.
+async fn bind_kafka(
+    config: &KafkaConfig,
+) -> anyhow::Result<(tokio::net::TcpListener, KafkaOptions)> {
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding Kafka on {} (use --no-kafka to disable it)", config.addr))?;
+    let bound = listener.local_addr()?;
+    let mut options = KafkaOptions::new(config.advertised_addr.unwrap_or(bound));
+    options.auto_create_topics = config.auto_create_topics;
+    options.default_partitions = config.default_partitions;
+    options.groups.initial_rebalance_delay = config.group_initial_rebalance_delay;
+    tracing::info!(kafka_addr = %bound, advertised = %options.advertised_addr, "Kafka listener bound");
+    Ok((listener, options))
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,8 @@
 //! Black-box test harness: runs the real `herald` binary and talks to it over HTTP.
 //!
-//! Owns: starting a server in its own temporary data directory on a free port (port 0,
-//! the port is read from the one `herald listening http=...` line on stdout), stopping it
+//! Owns: starting a server in its own temporary data directory on free ports (port 0 for
+//! HTTP and Kafka, the ports are read from the one `herald listening http=... kafka=...`
+//! line on stdout), stopping it
 //! (SIGKILL, SIGTERM), restarting it on the same data directory, JSON request helpers,
 //! deadline-based waiting and seeded randomness.
 //! Does not own: any knowledge of the server's internals; everything goes through the
@@ -45,6 +46,7 @@ pub struct Server {
     extra_args: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
     stderr_tail: Arc<Mutex<Vec<u8>>>,
     api: Api,
 }
@@ -67,16 +69,22 @@ impl Server {
         std::fs::create_dir(&data_dir).expect("create data directory");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
-        let (child, addr) = spawn_server(&data_dir, &extra_args, &stderr_tail);
+        let (child, listening) = spawn_server(&data_dir, &extra_args, &stderr_tail);
         Server {
             root,
             data_dir,
             extra_args,
             child: Some(child),
-            addr,
+            addr: listening.http,
+            kafka_addr: listening.kafka,
             stderr_tail,
-            api: Api::new(addr),
+            api: Api::new(listening.http),
         }
+    }
+
+    /// The Kafka listener's address (panics if the server runs with `--no-kafka`).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr.expect("the server serves the Kafka protocol")
     }
 
     /// The HTTP client bound to this server's current address.
@@ -161,10 +169,12 @@ impl Server {
     /// must be stopped first (`kill9` or `terminate`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart() needs a stopped server");
-        let (child, addr) = spawn_server(&self.data_dir, &self.extra_args, &self.stderr_tail);
+        let (child, listening) =
+            spawn_server(&self.data_dir, &self.extra_args, &self.stderr_tail);
         self.child = Some(child);
-        self.addr = addr;
-        self.api = Api::new(addr);
+        self.addr = listening.http;
+        self.kafka_addr = listening.kafka;
+        self.api = Api::new(listening.http);
     }
 }
 
@@ -184,17 +194,34 @@ impl Drop for Server {
     }
 }
 
+/// The addresses from the listening line.
+#[derive(Debug, Clone, Copy)]
+struct Listening {
+    http: SocketAddr,
+    kafka: Option<SocketAddr>,
+}
+
 fn spawn_server(
     data_dir: &Path,
     extra_args: &[String],
     stderr_tail: &Arc<Mutex<Vec<u8>>>,
-) -> (Child, SocketAddr) {
+) -> (Child, Listening) {
+    // A free Kafka port too, unless the test chose (parallel servers must not share 9092).
+    let kafka_args: &[&str] = if extra_args
+        .iter()
+        .any(|a| a == "--no-kafka" || a.starts_with("--kafka-addr"))
+    {
+        &[]
+    } else {
+        &["--kafka-addr", "127.0.0.1:0"]
+    };
     let mut child = Command::new(herald_bin())
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--http-addr")
         .arg("127.0.0.1:0")
+        .args(kafka_args)
         .args(extra_args)
         .env_remove("HERALD_DATA_DIR")
         .env_remove("HERALD_HTTP_ADDR")
@@ -202,6 +229,11 @@ fn spawn_server(
         .env_remove("HERALD_MAX_EVENT_BYTES")
         .env_remove("HERALD_MAX_REQUEST_BYTES")
         .env_remove("HERALD_LOG_FORMAT")
+        .env_remove("HERALD_KAFKA_ADDR")
+        .env_remove("HERALD_KAFKA_ADVERTISED_ADDR")
+        .env_remove("HERALD_KAFKA_AUTO_CREATE_TOPICS")
+        .env_remove("HERALD_KAFKA_DEFAULT_PARTITIONS")
+        .env_remove("HERALD_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -238,7 +270,7 @@ fn spawn_server(
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match receiver.recv_timeout(remaining) {
-            Ok(Ok(addr)) => return (child, addr),
+            Ok(Ok(listening)) => return (child, listening),
             Ok(Err(line)) => other_stdout.push(line),
             Err(error) => {
                 let status = child.try_wait().ok().flatten();
@@ -275,12 +307,18 @@ fn drain_stderr(mut stderr: impl Read, tail: &Mutex<Vec<u8>>) {
     }
 }
 
-/// Parses `herald listening http=127.0.0.1:PORT`.
-fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+/// Parses `herald listening http=127.0.0.1:PORT [kafka=127.0.0.1:PORT]`.
+fn parse_listening_line(line: &str) -> Option<Listening> {
     let rest = line.trim().strip_prefix("herald listening")?;
-    rest.split_whitespace()
-        .find_map(|field| field.strip_prefix("http="))
-        .and_then(|addr| addr.parse().ok())
+    let field = |name: &str| {
+        rest.split_whitespace()
+            .find_map(|field| field.strip_prefix(name))
+            .and_then(|addr| addr.parse().ok())
+    };
+    Some(Listening {
+        http: field("http=")?,
+        kafka: field("kafka="),
+    })
 }
 
 /// One HTTP response: status, headers and the body (parsed as JSON when it is JSON).

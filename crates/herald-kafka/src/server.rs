@@ -1,0 +1,191 @@
+//! The TCP side: accept loop, connection cap, one task per connection, shutdown.
+//!
+//! Owns: accepting (a [`Semaphore`] caps live connections; accept errors back off
+//! exponentially up to one second), the per-connection loop (read bytes → frames →
+//! requests → responses, in order), and stopping: when the `shutdown` future resolves the
+//! listener closes, every connection finishes the request it is on (long polls end at
+//! once) and closes, and `serve` returns.
+//! Invariants: requests of one connection are handled one at a time, in order, as Kafka
+//! brokers do (clients rely on response order); a connection's read buffer grows only by
+//! bytes the peer sent.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use herald_broker::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::api::{self, Session, Shared};
+use crate::codec::{decode_request, encode_response, encode_unsupported, Decoded};
+use crate::frame::{bytes_missing, take_frame};
+use crate::KafkaOptions;
+
+/// Read-buffer growth step: at least this much is reserved before a read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Most the read buffer grows by in one step, however large the frame being read.
+const READ_STEP_BYTES_MAX: usize = 1024 * 1024;
+/// How long connections get to finish their request at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often the group coordinator expires sessions and ends overdue join phases.
+const GROUP_TICK: Duration = Duration::from_millis(100);
+/// Longest pause after repeated accept errors.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Serves the Kafka protocol on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Broker,
+    options: KafkaOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_sender, stop) = watch::channel(false);
+    let connections_max = options.connections_max.max(1);
+    let shared = Arc::new(Shared::new(broker, options, stop.clone()));
+    let ticker = tokio::spawn(group_ticker(Arc::clone(&shared), stop.clone()));
+    let permits = Arc::new(Semaphore::new(connections_max));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                let shared = Arc::clone(&shared);
+                let stop = stop.clone();
+                connections.spawn(async move {
+                    if let Err(e) = handle_connection(&shared, stream, peer, stop).await {
+                        tracing::debug!(%peer, error = %e, "kafka connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "kafka accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop_sender.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("kafka connections did not finish in time; closing them");
+        connections.abort_all();
+    }
+    ticker.abort();
+    Ok(())
+}
+
+async fn group_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(GROUP_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.coordinator.tick(Instant::now()),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn handle_connection(
+    shared: &Shared,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let frame_bytes_max = shared.options.frame_bytes_max;
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut session = Session {
+        client_id: String::new(),
+        client_host: format!("/{}", peer.ip()),
+    };
+    loop {
+        let frame = match take_frame(&mut buffer, frame_bytes_max) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let missing = bytes_missing(&buffer, frame_bytes_max);
+                buffer.reserve(missing.clamp(READ_CHUNK_BYTES, READ_STEP_BYTES_MAX));
+                let read = tokio::select! {
+                    read = stream.read_buf(&mut buffer) => read?,
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                };
+                if read == 0 {
+                    if !buffer.is_empty() {
+                        tracing::debug!(%peer, bytes = buffer.len(), "kafka client closed mid-request");
+                    }
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "kafka: closing connection on a bad frame");
+                return Ok(());
+            }
+        };
+        let reply = match decode_request(frame) {
+            Decoded::Request {
+                header,
+                api_key,
+                request,
+            } => {
+                if let Some(client_id) = &header.client_id {
+                    if session.client_id != **client_id {
+                        session.client_id = client_id.to_string();
+                    }
+                }
+                let version = header.request_api_version;
+                match api::handle(shared, &session, &header, request).await {
+                    Some(response) => {
+                        match encode_response(api_key, version, header.correlation_id, &response) {
+                            Ok(bytes) => Some(bytes),
+                            Err(e) => {
+                                tracing::error!(%peer, ?api_key, version, error = %e, "kafka: could not encode a response");
+                                return Ok(());
+                            }
+                        }
+                    }
+                    None => None,
+                }
+            }
+            Decoded::Unsupported { raw } => {
+                tracing::debug!(%peer, api_key = raw.api_key, version = raw.api_version, "kafka: unsupported api or version");
+                match encode_unsupported(&raw) {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => return Ok(()),
+                }
+            }
+            Decoded::Malformed { reason } => {
+                tracing::warn!(%peer, reason, "kafka: closing connection on a malformed request");
+                return Ok(());
+            }
+        };
+        if let Some(bytes) = reply {
+            stream.write_all(&bytes).await?;
+        }
+        if *stop.borrow() {
+            return Ok(());
+        }
+    }
+}
