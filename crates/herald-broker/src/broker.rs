@@ -30,7 +30,9 @@ use crate::group::{
 use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
+use crate::schemas::SchemaStore;
 use crate::topic::Topic;
+use herald_core::schema::{Compatibility, Registration, TypeSummary};
 
 /// Most bytes of events one fetch returns (at least one event is always returned).
 pub const FETCH_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -110,6 +112,7 @@ struct Inner {
     group_writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     offset_store: OffsetStore,
     delay: Arc<DelaySchedule>,
+    schemas: SchemaStore,
     shutting_down: AtomicBool,
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
@@ -128,7 +131,7 @@ impl Broker {
         let started = Instant::now();
         let data_dir = config.data_dir.clone();
         let queue_depth = config.partition_queue_depth_max;
-        let (lock, topics, committed, delay) = tokio::task::spawn_blocking(move || {
+        let (lock, topics, committed, delay, schemas) = tokio::task::spawn_blocking(move || {
             let lock = metadata::lock_data_dir(&data_dir)?;
             let mut topics = BTreeMap::new();
             for meta in metadata::load_topic_metas(&data_dir)? {
@@ -137,7 +140,8 @@ impl Broker {
             }
             let committed = OffsetStore::new(&data_dir).load_all()?;
             let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
-            Ok::<_, BrokerError>((lock, topics, committed, delay))
+            let schemas = SchemaStore::load(data_dir.join("schemas.json"))?;
+            Ok::<_, BrokerError>((lock, topics, committed, delay, schemas))
         })
         .await
         .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
@@ -155,6 +159,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 offset_store: OffsetStore::new(&config.data_dir),
                 delay: Arc::new(delay),
+                schemas,
                 config,
                 topics: RwLock::new(topics),
                 topic_admin: tokio::sync::Mutex::new(()),
@@ -197,8 +202,14 @@ impl Broker {
                 Broker { inner }.expire_members(Instant::now());
             }
         });
-        let delay = tokio::spawn(run_delay_scheduler(Arc::downgrade(&self.inner), Arc::clone(&self.inner.delay)));
-        self.inner.background.lock().extend([retention, sessions, delay]);
+        let delay = tokio::spawn(run_delay_scheduler(
+            Arc::downgrade(&self.inner),
+            Arc::clone(&self.inner.delay),
+        ));
+        self.inner
+            .background
+            .lock()
+            .extend([retention, sessions, delay]);
     }
 
     fn check_running(&self) -> Result<(), BrokerError> {
@@ -400,11 +411,17 @@ impl Broker {
             .max_event_bytes
             .unwrap_or(self.inner.config.max_event_bytes);
         let timestamp_ms = now_ms();
-        for (index, (_, event)) in entries.iter_mut().enumerate() {
-            event.apply_defaults();
-            event.validate().map_err(|e| {
-                herald_core::ValidationError::new(format!("[{index}].{}", e.field), e.message)
-            })?;
+        {
+            let schemas = self.inner.schemas.registry.read();
+            for (index, (_, event)) in entries.iter_mut().enumerate() {
+                event.apply_defaults();
+                event.validate().map_err(|e| {
+                    herald_core::ValidationError::new(format!("[{index}].{}", e.field), e.message)
+                })?;
+                schemas
+                    .validate_event(event)
+                    .map_err(|error| BrokerError::EventSchema { index, error })?;
+            }
         }
         let keys: Vec<DedupKey> = entries
             .iter()
@@ -495,6 +512,48 @@ impl Broker {
         Ok(receipts.into_iter().flatten().collect())
     }
 
+    // ---- schemas ----
+
+    /// Registers `schema` for events of type `ty` (a new version, or the existing equal
+    /// one). Refused when it is invalid or, in backward mode, not backward compatible.
+    pub fn register_schema(
+        &self,
+        ty: &str,
+        schema: &serde_json::Value,
+        compatibility: Option<Compatibility>,
+    ) -> Result<Registration, BrokerError> {
+        self.check_running()?;
+        self.inner.schemas.register(ty, schema, compatibility)
+    }
+
+    /// Every type with a schema.
+    pub fn list_schemas(&self) -> Vec<TypeSummary> {
+        self.inner.schemas.list()
+    }
+
+    /// A schema version (latest when `version` is None): (version, schema JSON).
+    pub fn schema(
+        &self,
+        ty: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, serde_json::Value), BrokerError> {
+        self.inner.schemas.get(ty, version).ok_or_else(|| {
+            BrokerError::Schema(match version {
+                Some(version) => herald_core::schema::RegistryError::UnknownVersion {
+                    ty: ty.to_string(),
+                    version,
+                },
+                None => herald_core::schema::RegistryError::UnknownType { ty: ty.to_string() },
+            })
+        })
+    }
+
+    /// Deletes every version of a type's schema; returns how many.
+    pub fn delete_schema(&self, ty: &str) -> Result<usize, BrokerError> {
+        self.check_running()?;
+        self.inner.schemas.delete(ty)
+    }
+
     // ---- delayed delivery ----
 
     /// Creates the internal delayed topic if needed and schedules every undelivered event.
@@ -537,16 +596,30 @@ impl Broker {
         }
         let now = now_ms();
         if deliver_at_ms > now.saturating_add(delay::DELAY_MS_MAX) {
-            return Err(herald_core::ValidationError::new("deliver_at", "is more than a year away").into());
+            return Err(herald_core::ValidationError::new(
+                "deliver_at",
+                "is more than a year away",
+            )
+            .into());
         }
         if deliver_at_ms <= now {
-            let receipts = self.publish_keyed(topic_name, entries, forced_partition).await?;
+            let receipts = self
+                .publish_keyed(topic_name, entries, forced_partition)
+                .await?;
             return Ok(receipts
                 .into_iter()
-                .map(|r| ScheduledReceipt { id: r.id.clone(), deliver_at_ms: now, delivered: Some(r) })
+                .map(|r| ScheduledReceipt {
+                    id: r.id.clone(),
+                    deliver_at_ms: now,
+                    delivered: Some(r),
+                })
                 .collect());
         }
-        let target = DelayedTarget { topic: topic_name.to_string(), partition: forced_partition, deliver_at_ms };
+        let target = DelayedTarget {
+            topic: topic_name.to_string(),
+            partition: forced_partition,
+            deliver_at_ms,
+        };
         let marked = entries
             .into_iter()
             .map(|(key, mut event)| {
@@ -561,7 +634,11 @@ impl Broker {
         self.inner.delay.wake.notify_one();
         Ok(receipts
             .into_iter()
-            .map(|r| ScheduledReceipt { id: r.id, deliver_at_ms, delivered: None })
+            .map(|r| ScheduledReceipt {
+                id: r.id,
+                deliver_at_ms,
+                delivered: None,
+            })
             .collect())
     }
 
@@ -590,7 +667,10 @@ impl Broker {
                 }
             };
             match delay::unmark(&mut event) {
-                Some(t) => batches.entry((t.topic, t.partition)).or_default().push((offset, stored.key, event)),
+                Some(t) => batches
+                    .entry((t.topic, t.partition))
+                    .or_default()
+                    .push((offset, stored.key, event)),
                 None => delivered.push(offset),
             }
         }
@@ -600,7 +680,11 @@ impl Broker {
             match self.publish_keyed(&topic, entries, partition).await {
                 Ok(_) => delivered.extend(offsets),
                 Err(BrokerError::TopicNotFound(_)) => {
-                    tracing::warn!(topic, count = offsets.len(), "delayed events dropped: their topic was deleted");
+                    tracing::warn!(
+                        topic,
+                        count = offsets.len(),
+                        "delayed events dropped: their topic was deleted"
+                    );
                     delivered.extend(offsets);
                 }
                 Err(e) => {
@@ -614,7 +698,9 @@ impl Broker {
         let count = delivered.len();
         tokio::task::spawn_blocking(move || schedule.mark_delivered(&delivered, end))
             .await
-            .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+            .map_err(|e| {
+                BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e))
+            })??;
         Ok(count)
     }
 
@@ -1219,14 +1305,18 @@ impl Broker {
 /// scheduled), then delivers what is due. Holds the broker only while delivering.
 async fn run_delay_scheduler(broker: std::sync::Weak<Inner>, schedule: Arc<DelaySchedule>) {
     loop {
-        let wait_ms = schedule.next_due_ms().map_or(60_000, |t| (t - now_ms()).clamp(0, 60_000));
+        let wait_ms = schedule
+            .next_due_ms()
+            .map_or(60_000, |t| (t - now_ms()).clamp(0, 60_000));
         if wait_ms > 0 {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
                 _ = schedule.wake.notified() => {}
             }
         }
-        let Some(inner) = broker.upgrade() else { return };
+        let Some(inner) = broker.upgrade() else {
+            return;
+        };
         let broker_handle = Broker { inner };
         if broker_handle.is_shutting_down() {
             return;

@@ -148,7 +148,10 @@ impl TopicConfig {
             return Err(ValidationError::new("segment_bytes", "must be below 4 GiB"));
         }
         if self.dedup_entries_max == 0 {
-            return Err(ValidationError::new("dedup_entries_max", "must be at least 1"));
+            return Err(ValidationError::new(
+                "dedup_entries_max",
+                "must be at least 1",
+            ));
         }
         if self.max_event_bytes == Some(0) {
             return Err(ValidationError::new(

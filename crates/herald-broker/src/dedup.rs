@@ -66,7 +66,11 @@ impl DedupWindow {
 
     /// Claims every key of a batch at once. Keys claimed `New` are owned by the returned
     /// [`Reservation`], which abandons them if dropped before `complete`.
-    pub fn claim_batch(self: &Arc<Self>, keys: &[DedupKey], now_ms: i64) -> (Vec<Claim>, Reservation) {
+    pub fn claim_batch(
+        self: &Arc<Self>,
+        keys: &[DedupKey],
+        now_ms: i64,
+    ) -> (Vec<Claim>, Reservation) {
         let mut state = self.state.lock();
         self.expire(&mut state, now_ms);
         let mut first_in_batch: HashMap<&DedupKey, usize> = HashMap::new();
@@ -80,7 +84,10 @@ impl DedupWindow {
                 }
                 first_in_batch.insert(key, index);
                 match state.slots.get(key) {
-                    Some(Slot::Done { partition, offset }) => Claim::Duplicate { partition: *partition, offset: *offset },
+                    Some(Slot::Done { partition, offset }) => Claim::Duplicate {
+                        partition: *partition,
+                        offset: *offset,
+                    },
                     Some(Slot::Pending(rx)) => Claim::InFlight(rx.clone()),
                     None => {
                         let (tx, rx) = watch::channel(None);
@@ -92,13 +99,22 @@ impl DedupWindow {
                 }
             })
             .collect();
-        (claims, Reservation { window: Arc::clone(self), keys: owned, finished: false })
+        (
+            claims,
+            Reservation {
+                window: Arc::clone(self),
+                keys: owned,
+                finished: false,
+            },
+        )
     }
 
     /// Records an already appended event (used when rebuilding the window at startup).
     pub fn remember(&self, key: DedupKey, partition: u32, offset: u64, appended_ms: i64) {
         let mut state = self.state.lock();
-        state.slots.insert(key.clone(), Slot::Done { partition, offset });
+        state
+            .slots
+            .insert(key.clone(), Slot::Done { partition, offset });
         state.expiry.push_back((appended_ms, key));
         self.expire(&mut state, appended_ms);
     }
@@ -126,13 +142,20 @@ impl DedupWindow {
         }
     }
 
-    fn finish(&self, keys: &[DedupKey], positions: Option<&HashMap<DedupKey, (u32, u64)>>, now_ms: i64) {
+    fn finish(
+        &self,
+        keys: &[DedupKey],
+        positions: Option<&HashMap<DedupKey, (u32, u64)>>,
+        now_ms: i64,
+    ) {
         let mut state = self.state.lock();
         for key in keys {
             let sender = state.senders.remove(key);
             match positions.and_then(|p| p.get(key)) {
                 Some(&(partition, offset)) => {
-                    state.slots.insert(key.clone(), Slot::Done { partition, offset });
+                    state
+                        .slots
+                        .insert(key.clone(), Slot::Done { partition, offset });
                     state.expiry.push_back((now_ms, key.clone()));
                     if let Some(tx) = sender {
                         tx.send_replace(Some(Some((partition, offset))));
@@ -190,7 +213,13 @@ mod tests {
         let positions = HashMap::from([(key("a"), (0, 5)), (key("b"), (1, 6))]);
         r.complete(&positions, 0);
         let (claims, _r) = w.claim_batch(&[key("a")], 500);
-        assert!(matches!(claims[0], Claim::Duplicate { partition: 0, offset: 5 }));
+        assert!(matches!(
+            claims[0],
+            Claim::Duplicate {
+                partition: 0,
+                offset: 5
+            }
+        ));
         let (claims, _r) = w.claim_batch(&[key("b")], 5000);
         assert!(matches!(claims[0], Claim::New), "expired after the window");
     }
@@ -200,7 +229,9 @@ mod tests {
         let w = DedupWindow::new(1000, 100);
         let (_, first) = w.claim_batch(&[key("a")], 0);
         let (claims, _second) = w.claim_batch(&[key("a")], 0);
-        let Claim::InFlight(rx) = &claims[0] else { panic!("expected in flight") };
+        let Claim::InFlight(rx) = &claims[0] else {
+            panic!("expected in flight")
+        };
         drop(first);
         assert_eq!(*rx.borrow(), Some(None), "abandoned");
         let (claims, _third) = w.claim_batch(&[key("a")], 0);

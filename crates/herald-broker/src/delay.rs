@@ -40,10 +40,19 @@ pub struct DelayedTarget {
 
 /// Marks `event` for delayed delivery to `target`.
 pub fn mark(event: &mut CloudEvent, target: &DelayedTarget) {
-    event.extensions.insert(EXT_DELAY_TOPIC.into(), ExtensionValue::String(target.topic.clone()));
-    event.extensions.insert(EXT_DELAY_AT.into(), ExtensionValue::Integer(target.deliver_at_ms));
+    event.extensions.insert(
+        EXT_DELAY_TOPIC.into(),
+        ExtensionValue::String(target.topic.clone()),
+    );
+    event.extensions.insert(
+        EXT_DELAY_AT.into(),
+        ExtensionValue::Integer(target.deliver_at_ms),
+    );
     if let Some(p) = target.partition {
-        event.extensions.insert(EXT_DELAY_PARTITION.into(), ExtensionValue::Integer(i64::from(p)));
+        event.extensions.insert(
+            EXT_DELAY_PARTITION.into(),
+            ExtensionValue::Integer(i64::from(p)),
+        );
     }
 }
 
@@ -61,7 +70,11 @@ pub fn unmark(event: &mut CloudEvent) -> Option<DelayedTarget> {
         Some(ExtensionValue::Integer(p)) => u32::try_from(p).ok(),
         _ => None,
     };
-    Some(DelayedTarget { topic, partition, deliver_at_ms })
+    Some(DelayedTarget {
+        topic,
+        partition,
+        deliver_at_ms,
+    })
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -88,13 +101,17 @@ impl DelaySchedule {
     /// Loads the checkpoint (missing file = nothing delivered yet).
     pub fn load(path: PathBuf) -> Result<Self, BrokerError> {
         let checkpoint = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BrokerError::io(&path, std::io::Error::other(e)))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| BrokerError::io(&path, std::io::Error::other(e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
             Err(e) => return Err(BrokerError::io(&path, e)),
         };
         Ok(Self {
             path,
-            state: Mutex::new(ScheduleState { pending: BinaryHeap::new(), checkpoint }),
+            state: Mutex::new(ScheduleState {
+                pending: BinaryHeap::new(),
+                checkpoint,
+            }),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -156,20 +173,26 @@ impl DelaySchedule {
             let checkpoint = &mut state.checkpoint;
             checkpoint.delivered.extend(offsets.iter().copied());
             // Advance the floor over delivered offsets, never past one still pending.
-            let limit = pending.first().copied().unwrap_or(end_offset).min(end_offset);
+            let limit = pending
+                .first()
+                .copied()
+                .unwrap_or(end_offset)
+                .min(end_offset);
             while checkpoint.floor < limit && checkpoint.delivered.remove(&checkpoint.floor) {
                 checkpoint.floor += 1;
             }
             let floor = checkpoint.floor;
             checkpoint.delivered.retain(|o| *o >= floor);
-            serde_json::to_vec(checkpoint).map_err(|e| BrokerError::io(&self.path, std::io::Error::other(e)))?
+            serde_json::to_vec(checkpoint)
+                .map_err(|e| BrokerError::io(&self.path, std::io::Error::other(e)))?
         };
         crate::metadata::write_atomically(&self.path, &bytes)
     }
 }
 
 /// Groups due events by (topic, forced partition), keeping order.
-pub(crate) type DeliveryBatches = BTreeMap<(String, Option<u32>), Vec<(u64, Option<Bytes>, CloudEvent)>>;
+pub(crate) type DeliveryBatches =
+    BTreeMap<(String, Option<u32>), Vec<(u64, Option<Bytes>, CloudEvent)>>;
 
 #[cfg(test)]
 mod tests {
@@ -178,7 +201,11 @@ mod tests {
     #[test]
     fn marks_round_trip() {
         let mut e = CloudEvent::new("1", "/s", "t");
-        let target = DelayedTarget { topic: "orders".into(), partition: Some(2), deliver_at_ms: 77 };
+        let target = DelayedTarget {
+            topic: "orders".into(),
+            partition: Some(2),
+            deliver_at_ms: 77,
+        };
         mark(&mut e, &target);
         assert_eq!(unmark(&mut e), Some(target));
         assert!(e.extensions.is_empty());

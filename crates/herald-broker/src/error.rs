@@ -54,6 +54,13 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("data directory {path} is in use by another herald process")]
     DataDirLocked { path: String },
+    #[error("{0}")]
+    Schema(herald_core::schema::RegistryError),
+    #[error("event {index}: {error}")]
+    EventSchema {
+        index: usize,
+        error: herald_core::schema::EventSchemaError,
+    },
     #[error("storage: {0}")]
     Storage(LogError),
     #[error("i/o on {path}: {source}")]
@@ -79,6 +86,8 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => "offset_out_of_range",
             BrokerError::Backpressure => "backpressure",
             BrokerError::ShuttingDown => "unavailable",
+            BrokerError::Schema(e) => e.code(),
+            BrokerError::EventSchema { error, .. } => error.code(),
             BrokerError::DataDirLocked { .. }
             | BrokerError::Storage(_)
             | BrokerError::Io { .. } => "internal",
@@ -96,6 +105,12 @@ impl BrokerError {
             | BrokerError::GroupNotEmpty(_)
             | BrokerError::NotAssigned { .. } => 409,
             BrokerError::PayloadTooLarge { .. } => 413,
+            BrokerError::Schema(herald_core::schema::RegistryError::Incompatible { .. }) => 409,
+            BrokerError::Schema(
+                herald_core::schema::RegistryError::UnknownType { .. }
+                | herald_core::schema::RegistryError::UnknownVersion { .. },
+            ) => 404,
+            BrokerError::Schema(_) | BrokerError::EventSchema { .. } => 400,
             BrokerError::OffsetOutOfRange { .. } => 416,
             BrokerError::Backpressure => 429,
             BrokerError::ShuttingDown => 503,
@@ -110,6 +125,9 @@ impl BrokerError {
             BrokerError::Invalid(v) => Some(v.field.clone()),
             BrokerError::PartitionNotFound { .. } => Some("partition".into()),
             BrokerError::PayloadTooLarge { index, .. } => Some(format!("[{index}]")),
+            BrokerError::EventSchema { index, error } => {
+                Some(format!("[{index}].{}", error.field()))
+            }
             _ => None,
         }
     }

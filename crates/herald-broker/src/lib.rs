@@ -5,6 +5,7 @@
 //! - [`metadata`]: durable topic metadata and the data-directory layout.
 //! - [`group`]: consumer groups: membership, assignment, rebalance, positions.
 //! - [`offsets`]: durable committed offsets per group.
+//! - [`schemas`]: the durable JSON Schema registry checked at publish.
 //! - [`record`]: [`EventRecord`], an event with its position in the log.
 //! - [`config`]: broker and per-topic configuration.
 //! - [`delay`]: delayed delivery through an internal topic and a durable schedule.
@@ -24,6 +25,7 @@ pub mod group;
 pub mod metadata;
 pub mod offsets;
 pub mod record;
+pub mod schemas;
 pub mod topic;
 
 pub use broker::{Broker, FetchResult, PublishReceipt, ScheduledReceipt, SeekPosition};

@@ -34,9 +34,8 @@ impl Topic {
                     .map_err(BrokerError::from)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let dedup = (meta.config.dedup_window_ms > 0).then(|| {
-            DedupWindow::new(meta.config.dedup_window_ms, meta.config.dedup_entries_max)
-        });
+        let dedup = (meta.config.dedup_window_ms > 0)
+            .then(|| DedupWindow::new(meta.config.dedup_window_ms, meta.config.dedup_entries_max));
         let topic = Self {
             meta,
             partitions,
@@ -66,8 +65,15 @@ impl Topic {
                 offset = last.offset + 1;
                 for stored in batch {
                     match herald_core::codec::decode_event(&stored.value) {
-                        Ok(e) => dedup.remember((e.source, e.id), p as u32, stored.offset, stored.timestamp_ms),
-                        Err(err) => tracing::warn!(topic = %self.meta.name, partition = p, offset = stored.offset, error = %err, "undecodable event skipped while rebuilding the dedup window"),
+                        Ok(e) => dedup.remember(
+                            (e.source, e.id),
+                            p as u32,
+                            stored.offset,
+                            stored.timestamp_ms,
+                        ),
+                        Err(err) => {
+                            tracing::warn!(topic = %self.meta.name, partition = p, offset = stored.offset, error = %err, "undecodable event skipped while rebuilding the dedup window")
+                        }
                     }
                 }
             }

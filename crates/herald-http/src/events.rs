@@ -126,14 +126,35 @@ fn receipt_json(r: &PublishReceipt) -> Value {
 /// `delay_ms=N` or `deliver_at=RFC3339` (query), or the `herald-delay-ms` /
 /// `herald-deliver-at` headers: when the events should become visible.
 fn delivery_time(query: &QueryMap, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let delay = query.get("delay_ms").cloned().or_else(|| header("herald-delay-ms"));
-    let at = query.get("deliver_at").cloned().or_else(|| header("herald-deliver-at"));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let delay = query
+        .get("delay_ms")
+        .cloned()
+        .or_else(|| header("herald-delay-ms"));
+    let at = query
+        .get("deliver_at")
+        .cloned()
+        .or_else(|| header("herald-deliver-at"));
     match (delay, at) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("deliver_at", "give `delay_ms` or `deliver_at`, not both")),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "deliver_at",
+            "give `delay_ms` or `deliver_at`, not both",
+        )),
         (Some(d), None) => {
-            let ms: i64 = d.parse().ok().filter(|ms: &i64| *ms >= 0).ok_or_else(|| ApiError::invalid("delay_ms", format!("must be a non-negative integer, got {d:?}")))?;
-            Ok(Some(chrono::Utc::now().timestamp_millis().saturating_add(ms)))
+            let ms: i64 = d.parse().ok().filter(|ms: &i64| *ms >= 0).ok_or_else(|| {
+                ApiError::invalid(
+                    "delay_ms",
+                    format!("must be a non-negative integer, got {d:?}"),
+                )
+            })?;
+            Ok(Some(
+                chrono::Utc::now().timestamp_millis().saturating_add(ms),
+            ))
         }
         (None, Some(t)) => Ok(Some(parse_time("deliver_at", &t)?)),
         (None, None) => Ok(None),

@@ -49,7 +49,10 @@ pub async fn create(
         None => return Err(ApiError::invalid("name", "is required")),
     };
     if name.starts_with("__") {
-        return Err(ApiError::invalid("name", "names starting with `__` are reserved for Herald's internal topics"));
+        return Err(ApiError::invalid(
+            "name",
+            "names starting with `__` are reserved for Herald's internal topics",
+        ));
     }
     map.retain(|_, v| !v.is_null());
     // Check each setting alone first, so the error names the bad one.
