@@ -84,7 +84,8 @@ impl Server {
 
     /// The Kafka listener's address (panics if the server runs with `--no-kafka`).
     pub fn kafka_addr(&self) -> SocketAddr {
-        self.kafka_addr.expect("the server serves the Kafka protocol")
+        self.kafka_addr
+            .expect("the server serves the Kafka protocol")
     }
 
     /// The HTTP client bound to this server's current address.
@@ -169,8 +170,7 @@ impl Server {
     /// must be stopped first (`kill9` or `terminate`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart() needs a stopped server");
-        let (child, listening) =
-            spawn_server(&self.data_dir, &self.extra_args, &self.stderr_tail);
+        let (child, listening) = spawn_server(&self.data_dir, &self.extra_args, &self.stderr_tail);
         self.child = Some(child);
         self.addr = listening.http;
         self.kafka_addr = listening.kafka;
