@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use error::ClientError;
 pub use herald_broker::{
     Assignment, EventRecord, FetchResult, FsyncMode, JoinOptions, OffsetReset, PublishReceipt,
-    SeekPosition, TopicConfig,
+    ScheduledReceipt, SeekPosition, TopicConfig,
 };
 use herald_broker::{Broker, BrokerConfig};
 pub use herald_core::{CloudEvent, Data, ExtensionValue};
@@ -181,6 +181,71 @@ impl Herald {
         match &self.transport {
             Transport::Remote(r) => r.publish(topic, &events).await,
             Transport::Embedded(b) => Ok(b.publish(topic, events, None).await?),
+        }
+    }
+
+    /// Publishes events that become visible at `deliver_at_ms` (ms since the epoch).
+    /// Returns the ids with their delivery times once the events are stored durably.
+    pub async fn publish_delayed(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+        deliver_at_ms: i64,
+    ) -> Result<Vec<ScheduledReceipt>, ClientError> {
+        match &self.transport {
+            Transport::Remote(r) => r.publish_delayed(topic, &events, deliver_at_ms).await,
+            Transport::Embedded(b) => {
+                let entries = events
+                    .into_iter()
+                    .map(|e| (e.partition_key().map(bytes::Bytes::from), e))
+                    .collect();
+                Ok(b.publish_delayed(topic, entries, None, deliver_at_ms)
+                    .await?)
+            }
+        }
+    }
+
+    /// Registers a JSON Schema for events of type `ty`; returns its version.
+    pub async fn register_schema(
+        &self,
+        ty: &str,
+        schema: &serde_json::Value,
+    ) -> Result<u32, ClientError> {
+        match &self.transport {
+            Transport::Remote(r) => r.register_schema(ty, schema).await,
+            Transport::Embedded(b) => Ok(b.register_schema(ty, schema, None)?.version),
+        }
+    }
+
+    /// The latest (or a given) version of a type's schema: (version, schema).
+    pub async fn schema(
+        &self,
+        ty: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, serde_json::Value), ClientError> {
+        match &self.transport {
+            Transport::Remote(r) => r.schema(ty, version).await,
+            Transport::Embedded(b) => Ok(b.schema(ty, version)?),
+        }
+    }
+
+    /// Every type with a schema, as JSON summaries (`type`, `latest_version`, ...).
+    pub async fn list_schemas(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        match &self.transport {
+            Transport::Remote(r) => r.list_schemas().await,
+            Transport::Embedded(b) => b
+                .list_schemas()
+                .iter()
+                .map(|s| serde_json::to_value(s).map_err(|e| ClientError::Protocol(e.to_string())))
+                .collect(),
+        }
+    }
+
+    /// Deletes every version of a type's schema.
+    pub async fn delete_schema(&self, ty: &str) -> Result<(), ClientError> {
+        match &self.transport {
+            Transport::Remote(r) => r.delete_schema(ty).await,
+            Transport::Embedded(b) => b.delete_schema(ty).map(|_| ()).map_err(Into::into),
         }
     }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use herald_broker::{
-    EventRecord, FetchResult, JoinOptions, OffsetReset, PublishReceipt, SeekPosition, TopicConfig,
+    EventRecord, FetchResult, JoinOptions, OffsetReset, PublishReceipt, ScheduledReceipt,
+    SeekPosition, TopicConfig,
 };
 use herald_core::CloudEvent;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -232,6 +233,90 @@ impl Remote {
     pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, ClientError> {
         self.send(self.request(Method::GET, &format!("/v1/groups/{group}")))
             .await
+    }
+
+    pub async fn publish_delayed(
+        &self,
+        topic: &str,
+        events: &[CloudEvent],
+        deliver_at_ms: i64,
+    ) -> Result<Vec<ScheduledReceipt>, ClientError> {
+        let body: Vec<Value> = events.iter().map(CloudEvent::to_json_value).collect();
+        let request = self
+            .request(Method::POST, &format!("/v1/topics/{topic}/events"))
+            .query(&[("deliver_at", format_time(deliver_at_ms))])
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        let published: Value = self.send(request).await?;
+        let Some(items) = published["events"].as_array() else {
+            return Err(ClientError::Protocol(
+                "publish response without `events`".into(),
+            ));
+        };
+        items
+            .iter()
+            .map(|item| {
+                let id = item["id"].as_str().unwrap_or_default().to_string();
+                let delivered = match (item["partition"].as_u64(), item["offset"].as_u64()) {
+                    (Some(p), Some(o)) => Some(PublishReceipt {
+                        id: id.clone(),
+                        partition: p as u32,
+                        offset: o,
+                        duplicate: item["duplicate"].as_bool().unwrap_or(false),
+                    }),
+                    _ => None,
+                };
+                let at = item["scheduled_for"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map_or(deliver_at_ms, |t| t.timestamp_millis());
+                Ok(ScheduledReceipt {
+                    id,
+                    deliver_at_ms: at,
+                    delivered,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn register_schema(&self, ty: &str, schema: &Value) -> Result<u32, ClientError> {
+        let reply: Value = self
+            .send(
+                self.request(Method::POST, &format!("/v1/schemas/{ty}"))
+                    .json(schema),
+            )
+            .await?;
+        reply["version"]
+            .as_u64()
+            .map(|v| v as u32)
+            .ok_or_else(|| ClientError::Protocol("no version in reply".into()))
+    }
+
+    pub async fn schema(
+        &self,
+        ty: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, Value), ClientError> {
+        let path = match version {
+            Some(v) => format!("/v1/schemas/{ty}/versions/{v}"),
+            None => format!("/v1/schemas/{ty}"),
+        };
+        let reply: Value = self.send(self.request(Method::GET, &path)).await?;
+        let version = reply["version"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Protocol("no version in reply".into()))?;
+        Ok((version as u32, reply["schema"].clone()))
+    }
+
+    pub async fn list_schemas(&self) -> Result<Vec<Value>, ClientError> {
+        let reply: Value = self.send(self.request(Method::GET, "/v1/schemas")).await?;
+        Ok(reply["schemas"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn delete_schema(&self, ty: &str) -> Result<(), ClientError> {
+        self.send::<Value>(self.request(Method::DELETE, &format!("/v1/schemas/{ty}")))
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {

@@ -145,6 +145,12 @@ pub struct ProduceArgs {
     /// Read events from this file, one per line.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Deliver the events this many milliseconds from now (delayed delivery).
+    #[arg(long, conflicts_with = "deliver_at")]
+    delay_ms: Option<u64>,
+    /// Deliver the events at this RFC 3339 time (delayed delivery).
+    #[arg(long)]
+    deliver_at: Option<String>,
     /// Events as arguments; without any (and without --file), lines are read from stdin.
     data: Vec<String>,
 }
@@ -199,6 +205,19 @@ pub async fn produce(ctx: &Context, args: ProduceArgs) -> anyhow::Result<()> {
         }
         (Box::new(std::io::stdin().lock().lines()), None)
     };
+    let deliver_at_ms = match (&args.delay_ms, &args.deliver_at) {
+        (Some(ms), _) => Some(
+            chrono::Utc::now()
+                .timestamp_millis()
+                .saturating_add(i64::try_from(*ms).unwrap_or(i64::MAX)),
+        ),
+        (None, Some(t)) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--deliver-at {t:?} is not RFC 3339"))?
+                .timestamp_millis(),
+        ),
+        (None, None) => None,
+    };
     let progress = progress_bar(total_bytes, ctx.json || args.data.len() == 1);
     let mut batch = Vec::with_capacity(PRODUCE_BATCH_EVENTS);
     let mut published = 0u64;
@@ -213,12 +232,13 @@ pub async fn produce(ctx: &Context, args: ProduceArgs) -> anyhow::Result<()> {
             .with_context(|| format!("line {}", n + 1))?;
         batch.push(event);
         if batch.len() >= PRODUCE_BATCH_EVENTS {
-            published += send_batch(ctx, &args.topic, std::mem::take(&mut batch)).await?;
+            published +=
+                send_batch(ctx, &args.topic, std::mem::take(&mut batch), deliver_at_ms).await?;
             progress.set_message(format!("{published} events"));
         }
     }
     if !batch.is_empty() {
-        published += send_batch(ctx, &args.topic, batch).await?;
+        published += send_batch(ctx, &args.topic, batch, deliver_at_ms).await?;
     }
     progress.finish_and_clear();
     if !ctx.json {
@@ -246,7 +266,24 @@ fn progress_bar(total_bytes: Option<u64>, hidden: bool) -> indicatif::ProgressBa
 }
 
 /// Publishes one batch, retrying on backpressure.
-async fn send_batch(ctx: &Context, topic: &str, events: Vec<CloudEvent>) -> anyhow::Result<u64> {
+async fn send_batch(
+    ctx: &Context,
+    topic: &str,
+    events: Vec<CloudEvent>,
+    deliver_at_ms: Option<i64>,
+) -> anyhow::Result<u64> {
+    if let Some(at) = deliver_at_ms {
+        let scheduled = ctx.herald.publish_delayed(topic, events, at).await?;
+        for r in &scheduled {
+            let when = herald_broker::record::format_time_ms(r.deliver_at_ms);
+            if ctx.json {
+                ctx.print_json(&serde_json::json!({"id": r.id, "scheduled_for": when}));
+            } else if scheduled.len() == 1 {
+                println!("{topic} id={} scheduled for {when}", r.id);
+            }
+        }
+        return Ok(scheduled.len() as u64);
+    }
     let mut delay = Duration::from_millis(50);
     loop {
         match ctx.herald.publish_batch(topic, events.clone()).await {
@@ -489,6 +526,92 @@ pub async fn groups(ctx: &Context, command: GroupsCommand) -> anyhow::Result<()>
             ctx.herald.delete_group(&group).await?;
             if !ctx.json {
                 println!("deleted group {group}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum SchemasCommand {
+    /// Register a JSON Schema (from a file, or stdin with `-`) for events of TYPE.
+    Register {
+        #[arg(value_name = "TYPE")]
+        event_type: String,
+        /// The JSON Schema file (`-` for stdin).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List types that have schemas.
+    List,
+    /// Show the latest (or a given) version of TYPE's schema.
+    Get {
+        #[arg(value_name = "TYPE")]
+        event_type: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Delete every version of TYPE's schema.
+    Delete {
+        #[arg(value_name = "TYPE")]
+        event_type: String,
+    },
+}
+
+pub async fn schemas(ctx: &Context, command: SchemasCommand) -> anyhow::Result<()> {
+    match command {
+        SchemasCommand::Register { event_type, file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the schema from stdin")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let schema: Value =
+                serde_json::from_str(&text).context("the schema is not valid JSON")?;
+            let version = ctx.herald.register_schema(&event_type, &schema).await?;
+            if ctx.json {
+                ctx.print_json(&serde_json::json!({"type": event_type, "version": version}));
+            } else {
+                println!("schema for {event_type} is version {version}");
+            }
+        }
+        SchemasCommand::List => {
+            for s in ctx.herald.list_schemas().await? {
+                if ctx.json {
+                    ctx.print_json(&s);
+                } else {
+                    println!(
+                        "{:<40} latest={} versions={} compatibility={}",
+                        s["type"].as_str().unwrap_or("?"),
+                        s["latest_version"],
+                        s["version_count"],
+                        s["compatibility"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        SchemasCommand::Get {
+            event_type,
+            version,
+        } => {
+            let (version, schema) = ctx.herald.schema(&event_type, version).await?;
+            if ctx.json {
+                ctx.print_json(
+                    &serde_json::json!({"type": event_type, "version": version, "schema": schema}),
+                );
+            } else {
+                println!(
+                    "{event_type} version {version}\n{}",
+                    serde_json::to_string_pretty(&schema)?
+                );
+            }
+        }
+        SchemasCommand::Delete { event_type } => {
+            ctx.herald.delete_schema(&event_type).await?;
+            if !ctx.json {
+                println!("deleted the schemas of {event_type}");
             }
         }
     }
