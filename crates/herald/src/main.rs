@@ -2,7 +2,9 @@
 //!
 //! - [`serve`]: configuration (TOML file < env < flags), startup, graceful shutdown.
 //! - [`cli`]: client commands (topics, produce, consume/tail, groups) over HTTP.
+//! - [`bus_cli`]: event-bus commands (subscriptions, queue, dlq, filters) over HTTP.
 
+mod bus_cli;
 mod cli;
 mod output;
 mod serve;
@@ -47,6 +49,18 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Groups(cli::GroupsCommand),
+    /// Create, list, describe and delete subscriptions (routing to queues, webhooks, topics, streams).
+    #[command(subcommand)]
+    Subscriptions(bus_cli::SubscriptionsCommand),
+    /// Pull, ack and nack messages of a queue subscription.
+    #[command(subcommand)]
+    Queue(bus_cli::QueueCommand),
+    /// List and redrive a subscription's dead letters.
+    #[command(subcommand)]
+    Dlq(bus_cli::DlqCommand),
+    /// Test content filters against sample events.
+    #[command(subcommand)]
+    Filters(bus_cli::FiltersCommand),
     /// Load-test Herald (embedded, HTTP) or a peer (NATS JetStream, Redis Streams);
     /// `bench limits` measures the machine, `bench table` compares results.
     Bench(herald_bench::BenchCommand),
@@ -67,6 +81,14 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Subscriptions(c) => {
+                bus_cli::subscriptions(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
+            }
+            Command::Queue(c) => bus_cli::queue(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await,
+            Command::Dlq(c) => bus_cli::dlq(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await,
+            Command::Filters(c) => {
+                bus_cli::filters(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
+            }
             Command::Bench(command) => herald_bench::run(command, cli.json).await,
             command => {
                 let ctx = cli::Context::new(&cli.url, cli.json)?;
@@ -76,7 +98,12 @@ fn main() -> std::process::ExitCode {
                     Command::Consume(a) => cli::consume(&ctx, a).await,
                     Command::Tail(a) => cli::consume(&ctx, a.into()).await,
                     Command::Groups(c) => cli::groups(&ctx, c).await,
-                    Command::Serve(_) | Command::Bench(_) => unreachable!("handled above"),
+                    Command::Serve(_)
+                    | Command::Bench(_)
+                    | Command::Subscriptions(_)
+                    | Command::Queue(_)
+                    | Command::Dlq(_)
+                    | Command::Filters(_) => unreachable!("handled above"),
                 }
             }
         }

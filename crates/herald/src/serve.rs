@@ -210,8 +210,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let router = herald_http::router(
+    let bus = herald_bus::Bus::open(broker.clone(), herald_bus::BusConfig::new(&config.data_dir))
+        .await
+        .context("starting the event bus")?;
+    let router = herald_http::router_with_bus(
         broker.clone(),
+        Some(bus.clone()),
         HttpOptions {
             max_request_bytes: config.max_request_bytes,
         },
@@ -249,6 +253,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutdown requested: closing listeners, flushing partitions");
+    bus.shutdown().await;
     broker.shutdown().await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
@@ -275,7 +280,12 @@ async fn bind_kafka(
 ) -> anyhow::Result<(tokio::net::TcpListener, KafkaOptions)> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
-        .with_context(|| format!("binding Kafka on {} (use --no-kafka to disable it)", config.addr))?;
+        .with_context(|| {
+            format!(
+                "binding Kafka on {} (use --no-kafka to disable it)",
+                config.addr
+            )
+        })?;
     let bound = listener.local_addr()?;
     let mut options = KafkaOptions::new(config.advertised_addr.unwrap_or(bound));
     options.auto_create_topics = config.auto_create_topics;

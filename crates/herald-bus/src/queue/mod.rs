@@ -141,9 +141,14 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Creates `name` (one partition, fsync always) unless it exists.
+/// Creates `name` (one partition, fsync always, no dedup window: a redriven or
+/// re-dead-lettered event keeps its id and must be appended again) unless it exists.
 pub(crate) async fn ensure_topic(broker: &Broker, name: &str) -> Result<(), BusError> {
-    match broker.create_topic(name, TopicConfig::default()).await {
+    let config = TopicConfig {
+        dedup_window_ms: 0,
+        ..TopicConfig::default()
+    };
+    match broker.create_topic(name, config).await {
         Ok(_) | Err(BrokerError::TopicExists(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
