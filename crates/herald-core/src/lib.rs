@@ -3,6 +3,8 @@
 //! - [`event`]: the CloudEvents 1.0 envelope, its validation and its JSON forms
 //!   (structured, batch, binary-mode headers).
 //! - [`codec`]: the compact binary form an event takes inside a log record.
+//! - [`filter`]: content filters (EventBridge-style patterns), the rule index the
+//!   dispatcher matches events with, and NATS-style topic wildcards.
 //! - [`name`]: topic and group name rules (no path traversal, ever).
 //! - [`partitioner`]: key → partition (Kafka-compatible murmur2), so a key lands
 //!   on the same partition whichever protocol published it.
@@ -15,6 +17,7 @@
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod name;
 pub mod partitioner;
 pub mod schema;
