@@ -199,31 +199,23 @@ impl Compiler<'_> {
     }
 
     fn matcher(&mut self, item: &Value, path: &str) -> Result<Matcher, FilterError> {
-        if let Some(scalar) = self.scalar(item, path)? {
-            return Ok(Matcher::Exact(scalar));
+        match item {
+            Value::Object(map) => self.operator(map, path),
+            Value::Array(_) => Err(FilterError::invalid(
+                path,
+                "a matcher cannot be an array; list the values directly in the enclosing array",
+            )),
+            scalar => self.scalar(scalar, path).map(Matcher::Exact),
         }
-        let map =
-            match item {
-                Value::Object(map) => map,
-                Value::Array(_) => return Err(FilterError::invalid(
-                    path,
-                    "a matcher cannot be an array; list the values directly in the enclosing array",
-                )),
-                _ => return Err(FilterError::invalid(path, "unreachable matcher kind")),
-            };
+    }
+
+    /// A matcher object: `{"prefix": ...}`, `{"numeric": [...]}`, ...
+    fn operator(&mut self, map: &Map<String, Value>, path: &str) -> Result<Matcher, FilterError> {
         let (operator, operand) = single_entry(map, path)?;
         let op_path = field_path(path, operator);
         self.charge(operator.len() + 4, &op_path)?;
         match operator {
-            "prefix" | "suffix" => {
-                let (text, ignore_case) = self.string_or_ignore_case(operand, &op_path)?;
-                Ok(match (operator, ignore_case) {
-                    ("prefix", false) => Matcher::Prefix(text.into()),
-                    ("prefix", true) => Matcher::PrefixIgnoreCase(fold(&text).into()),
-                    (_, false) => Matcher::Suffix(text.into()),
-                    (_, true) => Matcher::SuffixIgnoreCase(fold(&text).into()),
-                })
-            }
+            "prefix" | "suffix" => self.affix(operator, operand, &op_path),
             "equals-ignore-case" => {
                 let text = self.string(operand, &op_path)?;
                 Ok(Matcher::EqualsIgnoreCase(fold(text).into()))
@@ -245,8 +237,8 @@ impl Compiler<'_> {
         }
     }
 
-    /// `Some` for a JSON scalar (an exact value), `None` for arrays and objects.
-    fn scalar(&mut self, value: &Value, path: &str) -> Result<Option<Scalar>, FilterError> {
+    /// An exact value: a string, number, boolean or null.
+    fn scalar(&mut self, value: &Value, path: &str) -> Result<Scalar, FilterError> {
         let scalar = match value {
             Value::Null => Scalar::Null,
             Value::Bool(b) => Scalar::Bool(*b),
@@ -263,10 +255,18 @@ impl Compiler<'_> {
                 self.charge(s.len() + 2, path)?;
                 Scalar::String(s.as_str().into())
             }
-            Value::Array(_) | Value::Object(_) => return Ok(None),
+            Value::Array(_) | Value::Object(_) => {
+                return Err(FilterError::invalid(
+                    path,
+                    format!(
+                        "expected a string, number, boolean or null, got {}",
+                        kind(value)
+                    ),
+                ))
+            }
         };
         self.charge(6, path)?;
-        Ok(Some(scalar))
+        Ok(scalar)
     }
 
     fn string<'v>(&mut self, value: &'v Value, path: &str) -> Result<&'v str, FilterError> {
@@ -311,6 +311,22 @@ impl Compiler<'_> {
                 ),
             )),
         }
+    }
+
+    /// `{"prefix": ...}` or `{"suffix": ...}`, optionally ignoring case.
+    fn affix(
+        &mut self,
+        operator: &str,
+        operand: &Value,
+        path: &str,
+    ) -> Result<Matcher, FilterError> {
+        let (text, ignore_case) = self.string_or_ignore_case(operand, path)?;
+        Ok(match (operator == "prefix", ignore_case) {
+            (true, false) => Matcher::Prefix(text.into()),
+            (true, true) => Matcher::PrefixIgnoreCase(fold(&text).into()),
+            (false, false) => Matcher::Suffix(text.into()),
+            (false, true) => Matcher::SuffixIgnoreCase(fold(&text).into()),
+        })
     }
 
     fn wildcard(&mut self, value: &Value, path: &str) -> Result<Matcher, FilterError> {
@@ -379,22 +395,11 @@ impl Compiler<'_> {
                         "`anything-but` needs at least one value",
                     ));
                 }
-                let mut excluded = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    let item_path = index_path(path, i);
-                    match self.scalar(item, &item_path)? {
-                        Some(scalar) => excluded.push(Matcher::Exact(scalar)),
-                        None => {
-                            return Err(FilterError::invalid(
-                                &item_path,
-                                format!(
-                                    "expected a string, number, boolean or null, got {}",
-                                    kind(item)
-                                ),
-                            ))
-                        }
-                    }
-                }
+                let excluded = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.scalar(item, &index_path(path, i)).map(Matcher::Exact))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(Matcher::AnythingBut {
                     excluded,
                     strings_only: false,
@@ -404,16 +409,7 @@ impl Compiler<'_> {
                 let (operator, operand) = single_entry(map, path)?;
                 let op_path = field_path(path, operator);
                 let excluded = match operator {
-                    "prefix" | "suffix" => {
-                        let (text, ignore_case) =
-                            self.string_or_ignore_case(operand, &op_path)?;
-                        vec![match (operator, ignore_case) {
-                            ("prefix", false) => Matcher::Prefix(text.into()),
-                            ("prefix", true) => Matcher::PrefixIgnoreCase(fold(&text).into()),
-                            (_, false) => Matcher::Suffix(text.into()),
-                            (_, true) => Matcher::SuffixIgnoreCase(fold(&text).into()),
-                        }]
-                    }
+                    "prefix" | "suffix" => vec![self.affix(operator, operand, &op_path)?],
                     "equals-ignore-case" => self.strings(operand, &op_path, |text| {
                         Ok(Matcher::EqualsIgnoreCase(fold(text).into()))
                     })?,
@@ -434,16 +430,10 @@ impl Compiler<'_> {
                     strings_only: true,
                 })
             }
-            scalar => match self.scalar(scalar, path)? {
-                Some(scalar) => Ok(Matcher::AnythingBut {
-                    excluded: vec![Matcher::Exact(scalar)],
-                    strings_only: false,
-                }),
-                None => Err(FilterError::invalid(
-                    path,
-                    "unreachable anything-but operand",
-                )),
-            },
+            scalar => Ok(Matcher::AnythingBut {
+                excluded: vec![Matcher::Exact(self.scalar(scalar, path)?)],
+                strings_only: false,
+            }),
         }
     }
 
