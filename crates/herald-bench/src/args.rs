@@ -167,6 +167,10 @@ pub struct RunArgs {
     /// HTTP transport: the `herald` binary to start (default: this executable).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Kafka transport: bootstrap address of a running Herald's Kafka listener (with
+    /// `--server-url` for topic creation). Without both, the tool starts `herald serve`.
+    #[arg(long)]
+    pub kafka_bootstrap: Option<String>,
     /// NATS server URL.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,

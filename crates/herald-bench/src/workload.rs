@@ -147,8 +147,8 @@ async fn produce_and_consume(
     let live = Arc::new(Live::default());
     let mut consumers = Vec::new();
     for group in 0..args.groups {
-        for _ in 0..args.consumers {
-            let consumer = target.consumer(group).await?;
+        for member in 0..args.consumers {
+            let consumer = target.consumer(group, member, args.consumers).await?;
             consumers.push(tokio::spawn(consume(consumer, live.clone(), true)));
         }
     }

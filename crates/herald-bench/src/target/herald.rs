@@ -35,7 +35,7 @@ pub struct HeraldTarget {
     /// The embedded broker, or an HTTP client for setup calls.
     admin: Herald,
     url: Option<String>,
-    server: Option<Child>,
+    server: Option<Server>,
     topic: Arc<str>,
     partitions: u32,
     /// Holds the data directory of the embedded broker or the started server.
@@ -59,9 +59,13 @@ impl HeraldTarget {
             _ => match &args.server_url {
                 Some(url) => (Herald::connect(url)?, Some(url.clone()), None),
                 None => {
-                    let (child, url) =
+                    let server =
                         start_server(args.server_bin.clone(), dir.path().join("data")).await?;
-                    (Herald::connect(&url)?, Some(url), Some(child))
+                    (
+                        Herald::connect(&server.url)?,
+                        Some(server.url.clone()),
+                        Some(server),
+                    )
                 }
             },
         };
@@ -133,6 +137,18 @@ impl HeraldTarget {
         })
     }
 
+    /// The Kafka bootstrap address: `--kafka-bootstrap`, or the started server's listener.
+    pub fn kafka_bootstrap(&self, args: &RunArgs) -> Option<String> {
+        args.kafka_bootstrap
+            .clone()
+            .or_else(|| self.server.as_ref().and_then(|s| s.kafka.clone()))
+    }
+
+    /// The current phase's topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     pub async fn cleanup(&mut self) -> Result<()> {
         if !self.topic.is_empty() {
             self.admin.delete_topic(&self.topic).await?;
@@ -142,14 +158,22 @@ impl HeraldTarget {
 
     pub async fn close(mut self) {
         self.admin.close().await;
-        if let Some(mut child) = self.server.take() {
-            stop_server(&mut child).await;
+        if let Some(mut server) = self.server.take() {
+            stop_server(&mut server.child).await;
         }
     }
 }
 
-/// Starts `herald serve` on a free loopback port; returns it and its URL.
-async fn start_server(bin: Option<PathBuf>, data_dir: PathBuf) -> Result<(Child, String)> {
+/// A `herald serve` this tool started: the process, its HTTP URL and Kafka address.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub kafka: Option<String>,
+}
+
+/// Starts `herald serve` on free loopback ports (HTTP, and Kafka when the binary has
+/// the listener); waits for its `herald listening http=... [kafka=...]` line.
+async fn start_server(bin: Option<PathBuf>, data_dir: PathBuf) -> Result<Server> {
     let bin = match bin {
         Some(b) => b,
         None => std::env::current_exe().context("locating the herald binary")?,
@@ -159,6 +183,8 @@ async fn start_server(bin: Option<PathBuf>, data_dir: PathBuf) -> Result<(Child,
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--http-addr")
+        .arg("127.0.0.1:0")
+        .arg("--kafka-addr")
         .arg("127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -171,23 +197,32 @@ async fn start_server(bin: Option<PathBuf>, data_dir: PathBuf) -> Result<(Child,
     let mut lines = BufReader::new(stdout).lines();
     let wait = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await? {
-            if let Some(addr) = line.strip_prefix("herald listening http=") {
-                return Ok::<_, anyhow::Error>(Some(addr.trim().to_string()));
+            if line.starts_with("herald listening") {
+                return Ok::<_, anyhow::Error>(Some(line));
             }
         }
         Ok(None)
     })
     .await;
-    match wait {
-        Ok(Ok(Some(addr))) => {
-            // Keep draining stdout so the server never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Ok((child, format!("http://{addr}")))
-        }
+    let line = match wait {
+        Ok(Ok(Some(line))) => line,
         Ok(Ok(None)) => bail!("herald serve exited before listening"),
-        Ok(Err(e)) => Err(e),
+        Ok(Err(e)) => return Err(e),
         Err(_) => bail!("herald serve did not start listening within 30 s"),
-    }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(name))
+            .map(str::to_string)
+    };
+    let http = field("http=").context("no http= in the server's listening line")?;
+    Ok(Server {
+        child,
+        url: format!("http://{http}"),
+        kafka: field("kafka="),
+    })
 }
 
 /// SIGTERM (graceful: flush and fsync), then kill after 10 s.

@@ -3,6 +3,7 @@
 //! group [`Consumer`]s and replay readers.
 //!
 //! - [`herald`]: Herald embedded (`Herald::open`) or over HTTP (`Herald::connect`).
+//! - [`kafka`]: Herald over its Kafka listener (`rskafka`); topics created over HTTP.
 //! - [`nats`]: NATS JetStream, file storage, pull consumers.
 //! - [`redis`]: Redis Streams, pipelined XADD, XREADGROUP/XRANGE.
 //!
@@ -12,6 +13,7 @@
 //! message).
 
 pub mod herald;
+pub mod kafka;
 pub mod nats;
 pub mod redis;
 
@@ -28,6 +30,12 @@ pub const POLL_MESSAGES_MAX: usize = 1000;
 /// A connected system.
 pub enum Target {
     Herald(herald::HeraldTarget),
+    /// Herald (server and HTTP admin) with Kafka-protocol producers and consumers.
+    Kafka {
+        herald: herald::HeraldTarget,
+        bootstrap: String,
+        partitions: u32,
+    },
     Nats(nats::NatsTarget),
     Redis(redis::RedisTarget),
 }
@@ -41,16 +49,24 @@ impl Target {
             }
             Transport::Nats => Target::Nats(nats::NatsTarget::connect(args).await?),
             Transport::Redis => Target::Redis(redis::RedisTarget::connect(args).await?),
-            Transport::Kafka => bail!(
-                "the kafka transport needs Herald's Kafka listener, which this build does not have yet"
-            ),
+            Transport::Kafka => {
+                let herald = herald::HeraldTarget::connect(args).await?;
+                let Some(bootstrap) = herald.kafka_bootstrap(args) else {
+                    bail!("no Kafka listener: give --kafka-bootstrap, or let the tool start a server with one");
+                };
+                Target::Kafka {
+                    herald,
+                    bootstrap,
+                    partitions: args.partitions,
+                }
+            }
         })
     }
 
     /// Creates a fresh, empty topic/stream called `name` for one phase.
     pub async fn prepare(&mut self, args: &RunArgs, name: &str) -> Result<()> {
         match self {
-            Target::Herald(t) => t.prepare(args, name).await,
+            Target::Herald(t) | Target::Kafka { herald: t, .. } => t.prepare(args, name).await,
             Target::Nats(t) => t.prepare(name).await,
             Target::Redis(t) => t.prepare(args, name).await,
         }
@@ -60,15 +76,37 @@ impl Target {
     pub async fn producer(&self) -> Result<Producer> {
         Ok(match self {
             Target::Herald(t) => Producer::Herald(t.producer()?),
+            Target::Kafka {
+                herald,
+                bootstrap,
+                partitions,
+            } => Producer::Kafka(
+                kafka::KafkaProducer::connect(bootstrap, herald.topic(), *partitions).await?,
+            ),
             Target::Nats(t) => Producer::Nats(t.producer().await?),
             Target::Redis(t) => Producer::Redis(t.producer().await?),
         })
     }
 
-    /// A member of consumer group `group` (created if new), reading from the start.
-    pub async fn consumer(&self, group: usize) -> Result<Consumer> {
+    /// Member `member` of `members` of consumer group `group` (created if new), reading
+    /// from the start.
+    pub async fn consumer(&self, group: usize, member: usize, members: usize) -> Result<Consumer> {
         Ok(match self {
             Target::Herald(t) => Consumer::Herald(t.consumer(group).await?),
+            Target::Kafka {
+                herald,
+                bootstrap,
+                partitions,
+            } => Consumer::Kafka(
+                kafka::KafkaConsumer::connect(
+                    bootstrap,
+                    herald.topic(),
+                    *partitions,
+                    member,
+                    members,
+                )
+                .await?,
+            ),
             Target::Nats(t) => Consumer::Nats(Box::new(t.consumer(&format!("g{group}")).await?)),
             Target::Redis(t) => Consumer::Redis(t.consumer(group).await?),
         })
@@ -78,6 +116,13 @@ impl Target {
     pub async fn reader(&self) -> Result<Consumer> {
         Ok(match self {
             Target::Herald(t) => Consumer::HeraldReader(t.reader()?),
+            Target::Kafka {
+                herald,
+                bootstrap,
+                partitions,
+            } => Consumer::Kafka(
+                kafka::KafkaConsumer::connect(bootstrap, herald.topic(), *partitions, 0, 1).await?,
+            ),
             Target::Nats(t) => Consumer::Nats(Box::new(t.consumer("replay").await?)),
             Target::Redis(t) => Consumer::RedisReader(t.reader().await?),
         })
@@ -86,7 +131,7 @@ impl Target {
     /// Deletes the phase's topic/stream.
     pub async fn cleanup(&mut self) -> Result<()> {
         match self {
-            Target::Herald(t) => t.cleanup().await,
+            Target::Herald(t) | Target::Kafka { herald: t, .. } => t.cleanup().await,
             Target::Nats(t) => t.cleanup().await,
             Target::Redis(t) => t.cleanup().await,
         }
@@ -94,7 +139,7 @@ impl Target {
 
     /// Closes the broker / stops the server the tool started.
     pub async fn close(self) {
-        if let Target::Herald(t) = self {
+        if let Target::Herald(t) | Target::Kafka { herald: t, .. } = self {
             t.close().await;
         }
     }
@@ -103,6 +148,7 @@ impl Target {
 /// One producer: sends a batch and resolves once every message of it is acknowledged.
 pub enum Producer {
     Herald(herald::HeraldProducer),
+    Kafka(kafka::KafkaProducer),
     Nats(nats::NatsProducer),
     Redis(redis::RedisProducer),
 }
@@ -112,6 +158,7 @@ impl Producer {
     pub fn send(&self, batch: Batch) -> BoxFuture<'static, Result<()>> {
         match self {
             Producer::Herald(p) => p.send(batch),
+            Producer::Kafka(p) => p.send(batch),
             Producer::Nats(p) => p.send(batch),
             Producer::Redis(p) => p.send(batch),
         }
@@ -122,6 +169,7 @@ impl Producer {
 pub enum Consumer {
     Herald(herald::HeraldConsumer),
     HeraldReader(herald::HeraldReader),
+    Kafka(kafka::KafkaConsumer),
     Nats(Box<nats::NatsConsumer>),
     Redis(redis::RedisConsumer),
     RedisReader(redis::RedisReader),
@@ -133,6 +181,7 @@ impl Consumer {
         match self {
             Consumer::Herald(c) => c.poll(sink).await,
             Consumer::HeraldReader(c) => c.poll(sink).await,
+            Consumer::Kafka(c) => c.poll(sink).await,
             Consumer::Nats(c) => c.poll(sink).await,
             Consumer::Redis(c) => c.poll(sink).await,
             Consumer::RedisReader(c) => c.poll(sink).await,
