@@ -32,7 +32,7 @@ fn to_hex(bytes: &[u8]) -> String {
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.as_bytes().chunks_exact(2).remainder().is_empty() {
         return None;
     }
     (0..text.len())

@@ -74,7 +74,7 @@ pub fn encode(entries: &[JournalEntry]) -> Vec<u8> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Vec<JournalEntry>, String> {
-    if bytes.len() % ENTRY_BYTES != 0 {
+    if !bytes.chunks_exact(ENTRY_BYTES).remainder().is_empty() {
         return Err(format!(
             "record of {} bytes is not a whole number of entries",
             bytes.len()
