@@ -120,6 +120,14 @@ impl CompiledSchema {
         check_limits(schema)?;
         let draft = SchemaDraft::of(schema)?;
         check_references(schema)?;
+        if let Some(path) = walk::reference_loop(schema) {
+            return Err(SchemaError::Invalid {
+                path,
+                message: "a reference loop passes through here without descending into the \
+                          data, so validation would never end"
+                    .to_string(),
+            });
+        }
         let validator =
             validation_options(draft)
                 .build(schema)

@@ -88,3 +88,161 @@ pub(crate) fn has_reference(schema: &Value) -> bool {
     }
     false
 }
+
+/// Keywords whose subschemas apply to the same value as their parent (no descent into the
+/// data), so a reference cycle through them never ends.
+const SAME_VALUE: &[&str] = &[
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependencies",
+];
+
+/// The canonical JSON pointer a local reference (`#`, `#/...`, percent-encoded or not) names,
+/// if it is one.
+pub(crate) fn reference_pointer(reference: &str) -> Option<String> {
+    let fragment = percent_decode(reference.strip_prefix('#')?)?;
+    if !(fragment.is_empty() || fragment.starts_with('/')) {
+        return None; // a named anchor
+    }
+    Some(
+        fragment
+            .split('/')
+            .skip(1)
+            .map(|s| format!("/{}", escape(&s.replace("~1", "/").replace("~0", "~"))))
+            .collect(),
+    )
+}
+
+/// Decodes `%XX` escapes of a URI fragment; `None` if malformed or not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            decoded.push(byte);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// A place (JSON pointer) on a loop of references and same-value keywords through which some
+/// subschema reaches itself without descending into the data: such a schema never finishes
+/// evaluating. Deterministic: the first loop in pointer order.
+pub(crate) fn reference_loop(root: &Value) -> Option<String> {
+    use std::collections::{BTreeMap, HashMap};
+    // Edges: node pointer → (pointer of the keyword leading on, target node pointer).
+    let mut edges: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut stack: Vec<(String, &Value)> = vec![(String::new(), root)];
+    while let Some((pointer, value)) = stack.pop() {
+        let Value::Object(object) = value else {
+            continue;
+        };
+        let mut next = Vec::new();
+        for reference_keyword in ["$ref", "$dynamicRef", "$recursiveRef"] {
+            if let Some(target) = object
+                .get(reference_keyword)
+                .and_then(Value::as_str)
+                .and_then(reference_pointer)
+            {
+                next.push((format!("{pointer}/{}", escape(reference_keyword)), target));
+            }
+        }
+        for (suffix, child) in subschemas(object) {
+            let child_pointer = format!("{pointer}{suffix}");
+            let keyword = suffix.split('/').nth(1).unwrap_or_default();
+            if SAME_VALUE.iter().any(|k| escape(k) == keyword) {
+                next.push((child_pointer.clone(), child_pointer.clone()));
+            }
+            stack.push((child_pointer, child));
+        }
+        edges.insert(pointer, next);
+    }
+    // Depth-first search with colours, iteratively: grey = on the current path.
+    let mut colour: HashMap<&str, bool> = HashMap::new(); // false = grey, true = black
+    for start in edges.keys() {
+        if colour.contains_key(start.as_str()) {
+            continue;
+        }
+        let mut path: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        colour.insert(start.as_str(), false);
+        while let Some((node, index)) = path.pop() {
+            let Some((via, target)) = edges.get(node).and_then(|e| e.get(index)) else {
+                colour.insert(node, true);
+                continue;
+            };
+            path.push((node, index + 1));
+            let Some((target, _)) = edges.get_key_value(target.as_str()) else {
+                continue; // not a schema node of this document
+            };
+            match colour.get(target.as_str()) {
+                Some(false) => return Some(via.clone()),
+                Some(true) => {}
+                None => {
+                    colour.insert(target.as_str(), false);
+                    path.push((target.as_str(), 0));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn loops_through_data_are_fine() {
+        let tree = json!({
+            "$defs": {"node": {"properties": {"children": {"items": {"$ref": "#/$defs/node"}}}}},
+            "allOf": [{"$ref": "#/$defs/node"}]
+        });
+        assert_eq!(reference_loop(&tree), None);
+        let shared = json!({
+            "$defs": {"a": {"type": "string"}},
+            "anyOf": [{"$ref": "#/$defs/a"}, {"not": {"$ref": "#/$defs/a"}}]
+        });
+        assert_eq!(reference_loop(&shared), None);
+    }
+
+    #[test]
+    fn loops_on_the_same_value_are_found() {
+        assert_eq!(
+            reference_loop(&json!({"$ref": "#"})),
+            Some("/$ref".to_string())
+        );
+        let mutual = json!({
+            "$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": {"not": {"$ref": "#/$defs/a"}}}
+        });
+        assert!(reference_loop(&mutual).is_some());
+        let encoded = json!({"$defs": {"a b": {"$ref": "#/$defs/a%20b"}}});
+        assert_eq!(
+            reference_loop(&encoded),
+            Some("/$defs/a b/$ref".to_string())
+        );
+    }
+
+    #[test]
+    fn reference_pointers_are_canonical() {
+        assert_eq!(reference_pointer("#"), Some(String::new()));
+        assert_eq!(
+            reference_pointer("#/$defs/a~1b"),
+            Some("/$defs/a~1b".to_string())
+        );
+        assert_eq!(reference_pointer("#anchor"), None);
+        assert_eq!(reference_pointer("other.json#/a"), None);
+    }
+}

@@ -10,7 +10,7 @@
 //! Disjointness is proven from kinds, from finite value sets (tested with the real validators
 //! when available), or from a required discriminator member whose allowed values differ.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::value::{possibly_equal, Kinds};
 use super::{finite_values, kinds_of, Checker, Context, Incompatibility, Node};
@@ -121,10 +121,13 @@ impl<'a> Checker<'a> {
         if self.old.draft != self.new.draft {
             return false;
         }
-        let no_references = keywords
-            .iter()
-            .filter_map(|k| new.get(*k))
-            .all(|v| !crate::schema::walk::has_reference(v));
+        // Checked as `{keyword: value}`, so arrays and maps of subschemas are walked too.
+        let no_references = keywords.iter().all(|k| {
+            new.get(*k).is_none_or(|v| {
+                let single = Map::from_iter([((*k).to_string(), v.clone())]);
+                !crate::schema::walk::has_reference(&Value::Object(single))
+            })
+        });
         no_references
             && ctx
                 .old_objects()

@@ -150,19 +150,7 @@ impl<'a> Side<'a> {
         if !self.references_resolvable {
             return None;
         }
-        let fragment = percent_decode(reference.strip_prefix('#')?)?;
-        if !(fragment.is_empty() || fragment.starts_with('/')) {
-            return None; // a named anchor
-        }
-        let segments: Vec<String> = fragment
-            .split('/')
-            .skip(1)
-            .map(|s| s.replace("~1", "/").replace("~0", "~"))
-            .collect();
-        let pointer: String = segments
-            .iter()
-            .map(|s| format!("/{}", walk::escape(s)))
-            .collect();
+        let pointer = walk::reference_pointer(reference)?;
         let value = self.root.pointer(&pointer)?;
         Some(Node {
             value,
@@ -171,15 +159,21 @@ impl<'a> Side<'a> {
         })
     }
 
-    /// Builds the validators, once. Schemas using dynamic references get none: a subschema
-    /// compiled on its own could resolve them differently than in place.
+    /// Builds the validators, once. A subschema compiled on its own means what it means in
+    /// place only when references are plain pointers into this document: schemas with dynamic
+    /// references, named anchors or nested `$id`s get none. (Reference loops that never
+    /// descend into the data, where evaluation order would matter, are refused at compile
+    /// time.)
     fn ensure_validators(&mut self) {
         if self.validators.is_some() {
             return;
         }
-        let dynamic =
-            has_keyword(self.root, "$dynamicRef") || has_keyword(self.root, "$dynamicAnchor");
-        let map = if dynamic {
+        let unsafe_to_split = has_keyword(self.root, "$dynamicRef")
+            || has_keyword(self.root, "$dynamicAnchor")
+            || has_keyword(self.root, "$recursiveRef")
+            || !self.references_resolvable
+            || has_anchor_reference(self.root);
+        let map = if unsafe_to_split {
             None
         } else {
             validation_options(self.draft).build_map(self.root).ok()
@@ -705,6 +699,22 @@ fn has_nested_id(root: &Value) -> bool {
     false
 }
 
+/// Whether some `$ref` in `root` is not a plain JSON pointer (a named anchor).
+fn has_anchor_reference(root: &Value) -> bool {
+    let mut stack = vec![root];
+    while let Some(current) = stack.pop() {
+        if let Value::Object(object) = current {
+            if let Some(Value::String(reference)) = object.get("$ref") {
+                if walk::reference_pointer(reference).is_none() {
+                    return true;
+                }
+            }
+            stack.extend(walk::subschemas(object).into_iter().map(|(_, v)| v));
+        }
+    }
+    false
+}
+
 /// Whether `keyword` appears in any subschema of `root`.
 fn has_keyword(root: &Value, keyword: &str) -> bool {
     let mut stack = vec![root];
@@ -717,22 +727,4 @@ fn has_keyword(root: &Value, keyword: &str) -> bool {
         }
     }
     false
-}
-
-/// Decodes `%XX` escapes of a URI fragment; `None` if malformed or not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while let Some(&byte) = bytes.get(index) {
-        if byte == b'%' {
-            let hex = text.get(index + 1..index + 3)?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            decoded.push(byte);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded).ok()
 }

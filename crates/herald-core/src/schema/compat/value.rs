@@ -134,7 +134,7 @@ pub(super) fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
     let order = x.partial_cmp(&y)?;
     // Rounding an integer to f64 is monotonic, so only an "equal" answer can be wrong, and
     // only when an integer operand is beyond the exactly representable range.
-    let exact = |n: &Number, f: f64| as_i128(n).is_none() || f.abs() <= SAFE_INTEGER_MAX;
+    let exact = |n: &Number, f: f64| as_i128(n).is_none() || f.abs() < SAFE_INTEGER_MAX;
     if order == Ordering::Equal && !(exact(a, x) && exact(b, y)) {
         return None;
     }
