@@ -96,6 +96,29 @@ pub fn decode_request(frame: Bytes) -> Decoded {
     }
 }
 
+/// The whole request-decoding path over arbitrary bytes, for fuzzing: frames are cut
+/// from `bytes` as a connection would, each is decoded, and the record batches of a
+/// Produce request are checked and decoded too. Returns how many requests decoded.
+pub fn exercise_decoder(bytes: &[u8], frame_bytes_max: usize) -> usize {
+    let mut buffer = bytes::BytesMut::from(bytes);
+    let mut decoded = 0;
+    while let Ok(Some(frame)) = crate::frame::take_frame(&mut buffer, frame_bytes_max) {
+        if let Decoded::Request { request, .. } = decode_request(frame) {
+            decoded += 1;
+            if let RequestKind::Produce(produce) = request {
+                for topic in produce.topic_data {
+                    for partition in topic.partition_data {
+                        if let Some(records) = partition.records {
+                            let _ = crate::records::decode_batches(&records, 1 << 20);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    decoded
+}
+
 /// Encodes a response frame: length prefix, response header, body.
 pub fn encode_response(
     api_key: ApiKey,

@@ -520,11 +520,14 @@ pub fn event_to_record(event: &CloudEvent) -> (Option<Bytes>, IndexMap<StrBytes,
     for (name, value) in kept_headers(event) {
         headers.insert(StrBytes::from_string(name), value);
     }
+    // A kept header wins over an attribute of the same header name, so a consumer gets
+    // back exactly what was produced (the attribute is still there over HTTP).
+    let kept_count = headers.len();
     let mut put = |name: &str, value: &str| {
-        headers.insert(
-            StrBytes::from_string(format!("{CE_PREFIX}{name}")),
-            Some(Bytes::copy_from_slice(value.as_bytes())),
-        );
+        let name = StrBytes::from_string(format!("{CE_PREFIX}{name}"));
+        if headers.get_index_of(&name).is_none_or(|i| i >= kept_count) {
+            headers.insert(name, Some(Bytes::copy_from_slice(value.as_bytes())));
+        }
     };
     put("specversion", &event.specversion);
     put("id", &event.id);
@@ -545,10 +548,10 @@ pub fn event_to_record(event: &CloudEvent) -> (Option<Bytes>, IndexMap<StrBytes,
         }
     }
     if let Some(ct) = &event.datacontenttype {
-        headers.insert(
-            StrBytes::from_static_str(HEADER_CONTENT_TYPE),
-            Some(Bytes::copy_from_slice(ct.as_bytes())),
-        );
+        let name = StrBytes::from_static_str(HEADER_CONTENT_TYPE);
+        if headers.get_index_of(&name).is_none_or(|i| i >= kept_count) {
+            headers.insert(name, Some(Bytes::copy_from_slice(ct.as_bytes())));
+        }
     }
     let value = event.data.as_ref().map(|data| match data {
         Data::Json(text) => Bytes::copy_from_slice(text.as_bytes()),
