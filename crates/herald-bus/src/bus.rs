@@ -34,6 +34,8 @@ use crate::webhook::Deliverer;
 
 /// Most subscriptions one server holds.
 pub const SUBSCRIPTIONS_MAX: usize = 10_000;
+/// How long shutdown waits for in-flight deliveries, in total.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most dead-letter records one list or redrive reads.
 pub const DLQ_READ_MAX: usize = 10_000;
 
@@ -677,9 +679,13 @@ impl Bus {
         if let Err(e) = self.inner.dispatcher.checkpoint(&subs).await {
             tracing::warn!(error = %e, "final dispatcher checkpoint failed");
         }
+        // In-flight webhook requests get a bounded grace period, all together.
         let tasks: Vec<JoinHandle<()>> = self.inner.tasks.lock().drain(..).collect();
-        for task in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
         }
         let queues: Vec<Arc<Queue>> = subs.iter().filter_map(|s| s.queue.clone()).collect();
         let _ = tokio::task::spawn_blocking(move || {

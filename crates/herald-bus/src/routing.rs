@@ -2,6 +2,9 @@
 //! matches it, with their content filters in one indexed rule set per topic, so an
 //! event is matched once against the index instead of rule by rule.
 //!
+//! A queue or webhook subscription never routes from its own dead-letter topic, even
+//! when its pattern matches it (`>`), so a poison message cannot loop.
+//!
 //! The table is immutable; the bus builds a new one when subscriptions or topics
 //! change and swaps it in (readers hold an `Arc` to the one they started with).
 
@@ -62,7 +65,10 @@ impl RoutingTable {
                 index: FilterIndex::new(),
             };
             for sub in subscriptions {
-                if !sub.pattern().matches(&meta.name) {
+                // A subscription never reads its own dead letters (they would loop).
+                let own_dead_letters =
+                    sub.target().has_queue() && sub.record.spec.dead_letter_topic() == meta.name;
+                if !sub.pattern().matches(&meta.name) || own_dead_letters {
                     continue;
                 }
                 match sub.compile_filter() {

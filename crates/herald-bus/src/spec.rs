@@ -297,16 +297,6 @@ impl SubscriptionSpec {
         if let Some(dlq) = &self.dead_letter_topic {
             validate_user_topic("dead_letter_topic", dlq)?;
         }
-        if self.target.has_queue() && pattern.matches(&self.dead_letter_topic()) {
-            return Err(BusError::invalid(
-                "dead_letter_topic",
-                format!(
-                    "`{}` matches the subscription's own pattern `{}` (dead letters would loop)",
-                    self.dead_letter_topic(),
-                    self.topic
-                ),
-            ));
-        }
         match &self.target {
             Target::Queue => {}
             Target::Webhook(w) => w.validate()?,

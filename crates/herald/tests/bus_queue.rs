@@ -285,3 +285,29 @@ fn bad_requests_are_answered_and_change_nothing() {
         .expect_error(404, "subscription_not_found");
     assert!(!api.topic_names().contains(&"__sub.q".to_string()));
 }
+
+#[test]
+fn a_catch_all_subscription_does_not_read_its_own_dead_letters() {
+    let server = Server::start();
+    let api = server.api();
+    api.create_topic("anything", 1);
+    create_subscription(
+        &api,
+        &json!({"name": "all", "topic": ">", "target": {"type": "queue"}, "max_deliveries": 1}),
+    );
+    publish_data(&api, "anything", "poison", "t", json!(null));
+    let m = pull(&api, "all", 1, 30_000, 5_000);
+    assert_eq!(m.len(), 1);
+    api.post_json(
+        "/v1/subscriptions/all/nack",
+        &json!({"receipts": receipts(&m)}),
+    )
+    .expect_status(200);
+    wait_for("the dead letter", Duration::from_secs(10), || {
+        (api.fetch_all("all.dlq", 0).len() == 1).then_some(())
+    });
+    assert!(
+        pull(&api, "all", 10, 1_000, 700).is_empty(),
+        "the dead letter came back"
+    );
+}
