@@ -84,7 +84,9 @@ fn main() -> std::process::ExitCode {
             Command::Subscriptions(c) => {
                 bus_cli::subscriptions(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
             }
-            Command::Queue(c) => bus_cli::queue(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await,
+            Command::Queue(c) => {
+                bus_cli::queue(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
+            }
             Command::Dlq(c) => bus_cli::dlq(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await,
             Command::Filters(c) => {
                 bus_cli::filters(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
