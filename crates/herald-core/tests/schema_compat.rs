@@ -716,3 +716,55 @@ fn reference_loops_without_descent_are_refused() {
         "the old schema is not usable",
     );
 }
+
+#[test]
+fn deep_nesting_stays_within_the_stack() {
+    // 60 levels of arrays: near the depth limit, checked on a test thread's small stack.
+    let nest = |leaf: &str| {
+        let mut schema = json!({"type": leaf});
+        for _ in 0..60 {
+            schema = json!({"type": "array", "items": schema});
+        }
+        schema
+    };
+    compatible(nest("integer"), nest("number"));
+    incompatible(
+        nest("number"),
+        nest("integer"),
+        &format!("{}type", "items.".repeat(60)),
+        "non-integer",
+    );
+}
+
+#[test]
+fn large_schemas_are_checked_quickly() {
+    let wide = |last: &str| {
+        let mut properties = serde_json::Map::new();
+        for i in 0..400 {
+            let mut inner = serde_json::Map::new();
+            for j in 0..12 {
+                inner.insert(format!("f{j}"), json!({"type": "string", "maxLength": 64}));
+            }
+            properties.insert(
+                format!("p{i}"),
+                json!({"type": "object", "properties": inner, "required": ["f0"]}),
+            );
+        }
+        properties.insert("last".to_string(), json!({"type": last}));
+        json!({"type": "object", "properties": properties, "additionalProperties": false})
+    };
+    let started = std::time::Instant::now();
+    compatible(wide("integer"), wide("number"));
+    incompatible(
+        wide("number"),
+        wide("integer"),
+        "properties.last.type",
+        "non-integer",
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+    println!("large schema pair checked twice in {elapsed:?}");
+}

@@ -60,6 +60,7 @@ const STRINGS: &[&str] = &[
     "aa",
     "x@y.io",
     "2020-01-01",
+    "2020-13-45",
     "1.2.3.4",
 ];
 
@@ -68,7 +69,7 @@ fn small_value(rng: &mut Rng) -> Value {
         0 => Value::Null,
         1 => Value::Bool(rng.chance(50)),
         2 | 3 => json!(rng.below(7) as i64 - 3),
-        4 => json!(*rng.pick(&[-1.5, 0.5, 1.5, 2.5, 3.0])),
+        4 => json!(*rng.pick(&[-1.5, 0.5, 1.5, 2.5, 3.0, 1.0, 0.0])),
         5 | 6 => json!(*rng.pick(STRINGS)),
         7 => json!([]),
         _ => json!({"a": 1}),
@@ -125,6 +126,7 @@ fn keyword(rng: &mut Rng, depth: u32) -> (String, Value) {
         ),
         14 => ("additionalProperties", json!(rng.chance(30))),
         15 => ("dependentRequired", json!({"a": [*rng.pick(NAMES)]})),
+        16 if depth > 0 && rng.chance(30) => ("$ref", json!("#")),
         16 => ("$ref", json!("#/$defs/d")),
         17 => ("dependencies", json!({"b": [*rng.pick(NAMES)]})),
         18 => ("propertyNames", json!({"maxLength": 1 + rng.below(2)})),

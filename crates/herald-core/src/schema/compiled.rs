@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::SchemaError;
 use super::walk;
@@ -184,29 +184,11 @@ fn check_limits(schema: &Value) -> Result<(), SchemaError> {
             size_bytes_max: SCHEMA_BYTES_MAX,
         });
     }
-    // Depth first, with an explicit stack: the input may be nested arbitrarily deep.
-    let mut stack: Vec<(&Value, usize, String)> = vec![(schema, 0, String::new())];
-    while let Some((value, depth, path)) = stack.pop() {
-        if depth > SCHEMA_DEPTH_MAX {
-            return Err(SchemaError::TooDeep {
-                path,
-                depth_max: SCHEMA_DEPTH_MAX,
-            });
-        }
-        match value {
-            Value::Object(object) => stack.extend(
-                object
-                    .iter()
-                    .map(|(k, v)| (v, depth + 1, format!("{path}/{}", walk::escape(k)))),
-            ),
-            Value::Array(items) => stack.extend(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (v, depth + 1, format!("{path}/{i}"))),
-            ),
-            _ => {}
-        }
+    if let Some(path) = too_deep(schema) {
+        return Err(SchemaError::TooDeep {
+            path,
+            depth_max: SCHEMA_DEPTH_MAX,
+        });
     }
     if !(schema.is_object() || schema.is_boolean()) {
         return Err(SchemaError::Invalid {
@@ -217,35 +199,126 @@ fn check_limits(schema: &Value) -> Result<(), SchemaError> {
     Ok(())
 }
 
+/// The JSON pointer of a value nested deeper than [`SCHEMA_DEPTH_MAX`], if any. Explicit
+/// stacks: the input may be nested arbitrarily deep. Paths are only built once one is found.
+fn too_deep(schema: &Value) -> Option<String> {
+    let mut stack: Vec<(&Value, usize)> = vec![(schema, 0)];
+    let mut deepest = 0;
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Value::Object(object) => stack.extend(object.values().map(|v| (v, depth + 1))),
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    if deepest <= SCHEMA_DEPTH_MAX {
+        return None;
+    }
+    // Follow any deepest branch, naming it.
+    let mut path = String::new();
+    let mut current = schema;
+    for _ in 0..=SCHEMA_DEPTH_MAX {
+        let (segment, next) = children(current)
+            .into_iter()
+            .max_by_key(|(_, v)| depth_of(v))?;
+        path.push_str(&segment);
+        current = next;
+    }
+    Some(path)
+}
+
+/// The direct children of a JSON value, with their pointer segments.
+fn children(value: &Value) -> Vec<(String, &Value)> {
+    match value {
+        Value::Object(object) => object
+            .iter()
+            .map(|(k, v)| (format!("/{}", walk::escape(k)), v))
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("/{i}"), v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Nesting depth of `value` (0 for a scalar), with an explicit stack.
+fn depth_of(value: &Value) -> usize {
+    let mut stack = vec![(value, 0)];
+    let mut deepest = 0;
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Value::Object(object) => stack.extend(object.values().map(|v| (v, depth + 1))),
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Refuses every reference that does not point into the schema itself, and `$schema` below
 /// the root (one draft per schema).
 fn check_references(schema: &Value) -> Result<(), SchemaError> {
+    // The common case, no problem at all, is found without building any path.
+    let mut stack: Vec<(&Value, bool)> = vec![(schema, true)];
+    let mut found = false;
+    while let Some((value, is_root)) = stack.pop() {
+        let Value::Object(object) = value else {
+            continue;
+        };
+        if problem(object, is_root).is_some() {
+            found = true;
+            break;
+        }
+        stack.extend(
+            walk::subschemas(object)
+                .into_iter()
+                .map(|(_, v)| (v, false)),
+        );
+    }
+    if !found {
+        return Ok(());
+    }
     let mut stack: Vec<(&Value, String)> = vec![(schema, String::new())];
     while let Some((value, path)) = stack.pop() {
         let Value::Object(object) = value else {
             continue;
         };
-        for keyword in ["$ref", "$dynamicRef", "$recursiveRef"] {
-            if let Some(Value::String(reference)) = object.get(keyword) {
-                if !reference.starts_with('#') {
-                    return Err(SchemaError::RemoteReference {
-                        path: format!("{path}/{}", walk::escape(keyword)),
-                        reference: reference.clone(),
-                    });
-                }
-            }
-        }
-        if !path.is_empty() && object.contains_key("$schema") {
-            return Err(SchemaError::Invalid {
-                path: format!("{path}/$schema"),
-                message: "`$schema` is only allowed at the root of a schema".to_string(),
-            });
+        if let Some(error) = problem(object, path.is_empty()) {
+            return Err(error(path));
         }
         for (suffix, child) in walk::subschemas(object) {
             stack.push((child, format!("{path}{suffix}")));
         }
     }
     Ok(())
+}
+
+/// What is wrong with one schema object, as a function of its path.
+fn problem(
+    object: &Map<String, Value>,
+    is_root: bool,
+) -> Option<Box<dyn FnOnce(String) -> SchemaError + '_>> {
+    for keyword in ["$ref", "$dynamicRef", "$recursiveRef"] {
+        if let Some(Value::String(reference)) = object.get(keyword) {
+            if !reference.starts_with('#') {
+                return Some(Box::new(move |path| SchemaError::RemoteReference {
+                    path: format!("{path}/{}", walk::escape(keyword)),
+                    reference: reference.clone(),
+                }));
+            }
+        }
+    }
+    if !is_root && object.contains_key("$schema") {
+        return Some(Box::new(|path| SchemaError::Invalid {
+            path: format!("{path}/$schema"),
+            message: "`$schema` is only allowed at the root of a schema".to_string(),
+        }));
+    }
+    None
 }
 
 /// Cuts `message` to at most [`VIOLATION_MESSAGE_BYTES_MAX`] bytes, on a character boundary.

@@ -137,61 +137,82 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(decoded).ok()
 }
 
+/// The local reference targets (canonical JSON pointers) named in `value` itself.
+fn reference_targets(
+    object: &Map<String, Value>,
+) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    ["$ref", "$dynamicRef", "$recursiveRef"]
+        .into_iter()
+        .filter_map(|keyword| {
+            let target = object.get(keyword)?.as_str().and_then(reference_pointer)?;
+            Some((keyword, target))
+        })
+}
+
 /// A place (JSON pointer) on a loop of references and same-value keywords through which some
 /// subschema reaches itself without descending into the data: such a schema never finishes
 /// evaluating. Deterministic: the first loop in pointer order.
+///
+/// Every such loop passes through a reference target, so only targets are graph nodes: an
+/// edge leads from a target to each target referenced within its same-value closure.
 pub(crate) fn reference_loop(root: &Value) -> Option<String> {
-    use std::collections::{BTreeMap, HashMap};
-    // Edges: node pointer → (pointer of the keyword leading on, target node pointer).
-    let mut edges: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut stack: Vec<(String, &Value)> = vec![(String::new(), root)];
-    while let Some((pointer, value)) = stack.pop() {
-        let Value::Object(object) = value else {
-            continue;
-        };
-        let mut next = Vec::new();
-        for reference_keyword in ["$ref", "$dynamicRef", "$recursiveRef"] {
-            if let Some(target) = object
-                .get(reference_keyword)
-                .and_then(Value::as_str)
-                .and_then(reference_pointer)
-            {
-                next.push((format!("{pointer}/{}", escape(reference_keyword)), target));
-            }
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    let mut targets = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(current) = stack.pop() {
+        if let Value::Object(object) = current {
+            targets.extend(reference_targets(object).map(|(_, target)| target));
+            stack.extend(subschemas(object).into_iter().map(|(_, v)| v));
         }
-        for (suffix, child) in subschemas(object) {
-            let child_pointer = format!("{pointer}{suffix}");
-            let keyword = suffix.split('/').nth(1).unwrap_or_default();
-            if SAME_VALUE.iter().any(|k| escape(k) == keyword) {
-                next.push((child_pointer.clone(), child_pointer.clone()));
-            }
-            stack.push((child_pointer, child));
-        }
-        edges.insert(pointer, next);
     }
-    // Depth-first search with colours, iteratively: grey = on the current path.
-    let mut colour: HashMap<&str, bool> = HashMap::new(); // false = grey, true = black
-    for start in edges.keys() {
-        if colour.contains_key(start.as_str()) {
+    // Edges: target → (pointer of the reference keyword, next target).
+    let mut edges: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for target in &targets {
+        let mut next = Vec::new();
+        let mut closure: Vec<(String, &Value)> = root
+            .pointer(target)
+            .map(|v| (target.clone(), v))
+            .into_iter()
+            .collect();
+        while let Some((pointer, value)) = closure.pop() {
+            let Value::Object(object) = value else {
+                continue;
+            };
+            for (keyword, to) in reference_targets(object) {
+                next.push((format!("{pointer}/{}", escape(keyword)), to));
+            }
+            for (suffix, child) in subschemas(object) {
+                let keyword = suffix.split('/').nth(1).unwrap_or_default();
+                if SAME_VALUE.contains(&keyword) {
+                    closure.push((format!("{pointer}{suffix}"), child));
+                }
+            }
+        }
+        edges.insert(target.as_str(), next);
+    }
+    // Depth-first search with colours, iteratively: grey (false) = on the current path.
+    let mut colour: HashMap<&str, bool> = HashMap::new();
+    for &start in edges.keys() {
+        if colour.contains_key(start) {
             continue;
         }
-        let mut path: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
-        colour.insert(start.as_str(), false);
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+        colour.insert(start, false);
         while let Some((node, index)) = path.pop() {
             let Some((via, target)) = edges.get(node).and_then(|e| e.get(index)) else {
                 colour.insert(node, true);
                 continue;
             };
             path.push((node, index + 1));
-            let Some((target, _)) = edges.get_key_value(target.as_str()) else {
-                continue; // not a schema node of this document
+            let Some((&target, _)) = edges.get_key_value(target.as_str()) else {
+                continue;
             };
-            match colour.get(target.as_str()) {
+            match colour.get(target) {
                 Some(false) => return Some(via.clone()),
                 Some(true) => {}
                 None => {
-                    colour.insert(target.as_str(), false);
-                    path.push((target.as_str(), 0));
+                    colour.insert(target, false);
+                    path.push((target, 0));
                 }
             }
         }
