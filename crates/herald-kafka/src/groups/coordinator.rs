@@ -640,15 +640,15 @@ impl Coordinator {
         let mut groups = self.groups.lock();
         for group in groups.values_mut() {
             group.pending.retain(|_, until| *until > now);
-            if group.state == GroupState::PreparingRebalance {
-                group.maybe_complete_join(now);
-                continue;
-            }
+            // Members waiting for an answer are alive; anyone else must heartbeat (or
+            // rejoin, while a rebalance is prepared) within its session timeout.
             let expired: Vec<String> = group
                 .members
                 .iter()
                 .filter(|(_, m)| {
-                    m.sync_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                    m.sync_waiter.is_none()
+                        && m.join_waiter.is_none()
+                        && now.saturating_duration_since(m.last_seen) > m.session_timeout
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -656,6 +656,7 @@ impl Coordinator {
                 tracing::info!(members = ?expired, generation = group.generation, "kafka group members' sessions expired");
                 group.remove_members(&expired, now, &self.options);
             }
+            group.maybe_complete_join(now);
         }
         groups.retain(|_, g| g.state != GroupState::Empty || !g.pending.is_empty());
     }

@@ -200,3 +200,37 @@ async fn new_members_must_use_the_id_they_are_given_and_protocols_must_match() {
         ResponseError::InvalidSessionTimeout.code()
     );
 }
+
+#[tokio::test]
+async fn a_silent_member_expires_during_a_rebalance_without_waiting_for_its_timeout() {
+    let c = Arc::new(Coordinator::new(options()));
+    let mut short = join_request("g", "");
+    short.session_timeout = Duration::from_millis(50);
+    short.rebalance_timeout = Duration::from_secs(60);
+    let mut long = short.clone();
+    long.session_timeout = Duration::from_secs(60);
+    // Outcomes come back in request order: [short, long].
+    let outcomes = join_all(&c, vec![short, long.clone()]).await;
+    let (silent, alive) = (outcomes[0].member_id.clone(), outcomes[1].member_id.clone());
+    let ticker = {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                c.tick(Instant::now());
+            }
+        })
+    };
+    let started = Instant::now();
+    long.member_id = alive.clone();
+    let rejoined = c.join(long).await;
+    ticker.abort();
+    assert_eq!(rejoined.error_code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not wait for the 60 s rebalance timeout"
+    );
+    assert_eq!(rejoined.leader, alive);
+    let members = c.describe("g").expect("g").members;
+    assert!(members.iter().all(|m| m.member_id != silent));
+}
