@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod groups;
 pub mod params;
+pub mod schemas;
 pub mod sse;
 pub mod topics;
 
@@ -81,6 +82,14 @@ pub fn router_with_bus(
             post(events::publish).get(events::fetch),
         )
         .route("/v1/topics/{topic}/sse", get(sse::stream))
+        .route("/v1/schemas", get(schemas::list))
+        .route(
+            "/v1/schemas/{ty}",
+            post(schemas::register)
+                .get(schemas::latest)
+                .delete(schemas::delete),
+        )
+        .route("/v1/schemas/{ty}/versions/{version}", get(schemas::version))
         .route("/v1/groups", get(groups::list))
         .route(
             "/v1/groups/{group}",

@@ -49,6 +49,9 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Groups(cli::GroupsCommand),
+    /// Register, list, show and delete JSON Schemas of event types.
+    #[command(subcommand)]
+    Schemas(cli::SchemasCommand),
     /// Create, list, describe and delete subscriptions (routing to queues, webhooks, topics, streams).
     #[command(subcommand)]
     Subscriptions(bus_cli::SubscriptionsCommand),
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
                     Command::Consume(a) => cli::consume(&ctx, a).await,
                     Command::Tail(a) => cli::consume(&ctx, a.into()).await,
                     Command::Groups(c) => cli::groups(&ctx, c).await,
+                    Command::Schemas(c) => cli::schemas(&ctx, c).await,
                     Command::Serve(_)
                     | Command::Bench(_)
                     | Command::Subscriptions(_)
