@@ -115,3 +115,56 @@ fn schemas_validate_publishes_and_gate_new_versions() {
     api.get("/v1/schemas/order.created")
         .expect_error(404, "schema_type_not_found");
 }
+
+#[test]
+fn schemas_cli_register_list_get_delete() {
+    use std::time::Duration;
+    let server = Server::start();
+    let url = server.url();
+    let schema = br#"{"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}"#;
+    let out = common::run_cli(
+        &url,
+        &[
+            "--json",
+            "schemas",
+            "register",
+            "cart.checked-out",
+            "--file",
+            "-",
+        ],
+        Some(schema),
+        Duration::from_secs(20),
+    )
+    .success();
+    assert_eq!(out.json_lines()[0]["version"], json!(1));
+    let listed = common::run_cli(
+        &url,
+        &["--json", "schemas", "list"],
+        None,
+        Duration::from_secs(20),
+    )
+    .success();
+    assert_eq!(listed.json_lines()[0]["type"], json!("cart.checked-out"));
+    let got = common::run_cli(
+        &url,
+        &["--json", "schemas", "get", "cart.checked-out"],
+        None,
+        Duration::from_secs(20),
+    )
+    .success();
+    assert_eq!(got.json_lines()[0]["schema"]["required"], json!(["total"]));
+    common::run_cli(
+        &url,
+        &["schemas", "delete", "cart.checked-out"],
+        None,
+        Duration::from_secs(20),
+    )
+    .success();
+    let missing = common::run_cli(
+        &url,
+        &["schemas", "get", "cart.checked-out"],
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(!missing.status.success(), "getting a deleted schema fails");
+}
