@@ -331,20 +331,11 @@ impl WebhookTarget {
     fn validate(&self) -> Result<(), BusError> {
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| BusError::invalid("target.url", format!("is not a URL: {e}")))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(BusError::invalid(
-                    "target.url",
-                    "https is not supported by this build (no TLS client); use http:// or a TLS-terminating proxy",
-                ))
-            }
-            other => {
-                return Err(BusError::invalid(
-                    "target.url",
-                    format!("scheme must be http, got {other:?}"),
-                ))
-            }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BusError::invalid(
+                "target.url",
+                format!("scheme must be http or https, got {:?}", url.scheme()),
+            ));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(BusError::invalid("target.url", "needs a host"));

@@ -364,6 +364,22 @@ impl Deliverer {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn https_targets_fail_cleanly_against_a_non_tls_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let client = reqwest::Client::builder().build().expect("client with TLS");
+        let result = client.post(format!("https://{addr}/hook")).send().await;
+        assert!(result.is_err());
+    }
+
     #[test]
     fn binary_mode_puts_attributes_in_headers() {
         let event = CloudEvent::new("e-1", "/src", "t.x")
