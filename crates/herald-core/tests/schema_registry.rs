@@ -85,6 +85,9 @@ fn versions_are_numbered_and_identical_schemas_reuse_theirs() {
     assert!(registry.get(ORDER, 3).is_none());
     assert!(registry.get(ORDER, 0).is_none());
     assert!(registry.latest("other").is_none());
+    let versions: Vec<u32> = registry.versions(ORDER).iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![1, 2]);
+    assert!(registry.versions("other").is_empty());
 }
 
 #[test]

@@ -232,6 +232,21 @@ impl SchemaRegistry {
         self.types.get(ty)?.get(version)
     }
 
+    /// Every version of `ty`, oldest first (empty for an unknown type).
+    pub fn versions(&self, ty: &str) -> Vec<SchemaVersion<'_>> {
+        self.types.get(ty).map_or_else(Vec::new, |entry| {
+            entry
+                .versions
+                .iter()
+                .enumerate()
+                .map(|(index, schema)| SchemaVersion {
+                    version: version_number(index + 1),
+                    schema,
+                })
+                .collect()
+        })
+    }
+
     /// Every type with a schema or a mode, by name.
     pub fn list(&self) -> Vec<TypeSummary> {
         self.types
