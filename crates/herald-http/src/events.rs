@@ -86,6 +86,7 @@ pub async fn publish(
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<Value>, ApiError> {
     let partition = opt_u32(&query, "partition")?;
+    crate::topics::reject_internal(&topic)?;
     state.broker.topic(&topic)?;
     let deliver_at_ms = delivery_time(&query, &headers)?;
     let events = events_from_request(&headers, body)?;

@@ -95,6 +95,19 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    reject_internal(&topic)?;
     state.broker.delete_topic(&topic).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Internal topics (`__` prefix: delayed events, subscription queues) are read-only over
+/// the API: their owners inside Herald write and delete them.
+pub fn reject_internal(topic: &str) -> Result<(), ApiError> {
+    if topic.starts_with("__") {
+        return Err(ApiError::invalid(
+            "topic",
+            format!("`{topic}` is an internal topic: it can be read but not written or deleted"),
+        ));
+    }
+    Ok(())
 }

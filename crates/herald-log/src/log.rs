@@ -309,6 +309,13 @@ impl PartitionLog {
         crate::retention::enforce(&self.shared, now_ms)
     }
 
+    /// Deletes whole sealed segments holding only offsets below `offset` (the start offset
+    /// moves to the first kept segment). For consumers that know everything below
+    /// `offset` is no longer needed, e.g. a fully acknowledged queue prefix.
+    pub fn delete_records_before(&self, offset: u64) -> Result<usize, LogError> {
+        crate::retention::delete_before(&self.shared, offset)
+    }
+
     /// fdatasyncs everything written so far.
     pub fn flush(&self) -> Result<(), LogError> {
         if let Some(reason) = self.shared.poisoned() {

@@ -35,18 +35,49 @@ pub(crate) fn enforce(shared: &Shared, now_ms: i64) -> Result<usize, LogError> {
             total_bytes -= segment.size_bytes();
             count += 1;
         }
-        let victims = segments.drain(..count).collect();
-        if let Some(first) = segments.first() {
-            shared.set_start_offset(first.base_offset());
-        }
-        victims
+        drain_front(shared, &mut segments, count)
     };
+    delete_segments(&victims)
+}
+
+/// Deletes whole sealed segments whose every record is below `offset` (like Kafka's
+/// DeleteRecords, rounded down to segment boundaries). Returns how many were deleted.
+pub(crate) fn delete_before(shared: &Shared, offset: u64) -> Result<usize, LogError> {
+    let victims: Vec<Arc<Segment>> = {
+        let mut segments = shared.segments.write();
+        let mut count = 0;
+        for pair in segments.windows(2) {
+            let (segment, next) = (&pair[0], &pair[1]);
+            if !segment.is_sealed() || next.base_offset() > offset {
+                break;
+            }
+            count += 1;
+        }
+        drain_front(shared, &mut segments, count)
+    };
+    delete_segments(&victims)
+}
+
+/// Removes the first `count` segments from the list and moves the start offset.
+fn drain_front(
+    shared: &Shared,
+    segments: &mut Vec<Arc<Segment>>,
+    count: usize,
+) -> Vec<Arc<Segment>> {
+    let victims = segments.drain(..count).collect();
+    if let Some(first) = segments.first() {
+        shared.set_start_offset(first.base_offset());
+    }
+    victims
+}
+
+fn delete_segments(victims: &[Arc<Segment>]) -> Result<usize, LogError> {
     let mut first_error = None;
-    for segment in &victims {
+    for segment in victims {
         tracing::info!(
             path = %segment.log_path().display(),
             base_offset = segment.base_offset(),
-            "retention: deleting segment"
+            "deleting segment"
         );
         if let Err(error) = segment.delete_files() {
             first_error.get_or_insert(error);

@@ -189,6 +189,30 @@ fn retention_by_size_deletes_oldest_sealed_segments() {
 }
 
 #[test]
+fn delete_records_before_drops_only_whole_segments_below_the_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = PartitionLog::open(dir.path(), small_config()).expect("open");
+    fill(&log, 200);
+    assert!(log.segment_count() > 3);
+    assert_eq!(log.delete_records_before(0).expect("noop"), 0);
+    let deleted = log.delete_records_before(120).expect("delete");
+    assert!(deleted > 0);
+    let start = log.start_offset();
+    assert!(start > 0 && start <= 120, "start {start}");
+    let records = read_all(&log);
+    assert_eq!(records.first().map(|r| r.offset), Some(start));
+    assert_eq!(records.last().map(|r| r.offset), Some(199));
+    // Never the active segment, even when everything is below the offset.
+    log.delete_records_before(u64::MAX)
+        .expect("delete all sealed");
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(read_all(&log).last().map(|r| r.offset), Some(199));
+    drop(log);
+    let reopened = PartitionLog::open(dir.path(), small_config()).expect("reopen");
+    assert_eq!(reopened.next_offset(), 200);
+}
+
+#[test]
 fn retention_by_age_uses_the_newest_timestamp_and_spares_the_active_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = LogConfig {

@@ -106,3 +106,23 @@ fn delayed_events_survive_kill9_and_are_delivered_once() {
     assert_eq!(ids, (0..5).map(|i| format!("l-{i}")).collect::<Vec<_>>());
     assert_eq!(after, ids, "delivered exactly once across restarts");
 }
+
+#[test]
+fn internal_topics_are_read_only_over_http() {
+    let server = Server::start();
+    let api = server.api();
+    api.post_json("/v1/topics/__herald.delayed/events", &event("x"))
+        .expect_error(400, "invalid_argument");
+    api.delete("/v1/topics/__herald.delayed")
+        .expect_error(400, "invalid_argument");
+    api.post_json("/v1/topics", &json!({"name": "__mine"}))
+        .expect_error(400, "invalid_argument");
+    let listed = api.get("/v1/topics?internal=true").expect_status(200);
+    let names: Vec<&str> = listed.body["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"__herald.delayed"), "{names:?}");
+}

@@ -558,9 +558,17 @@ impl Queue {
                     let (generation, old) = this.journal.rotate()?;
                     (generation, old, durable)
                 };
+                let acked_below = durable.floor;
                 let result = this.journal.finish_compaction(generation, durable, old);
                 this.compacting
                     .store(false, std::sync::atomic::Ordering::Release);
+                if result.is_ok() {
+                    // Everything below the durable ack floor is acknowledged for good:
+                    // drop the queue log's whole segments below it so it does not grow forever.
+                    if let Err(e) = this.log.delete_records_before(acked_below) {
+                        tracing::warn!(subscription = %this.config.subscription, error = %e, "trimming the queue log failed");
+                    }
+                }
                 result
             })
             .await;
