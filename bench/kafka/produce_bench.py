@@ -80,6 +80,12 @@ def main():
             "client": "confluent-kafka", "librdkafka": __import__("confluent_kafka").libversion()[0],
             "python": platform.python_version(),
         }
+        if server:
+            with open(f"/proc/{server.proc.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            result["server_cpu_seconds"] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
+        result["load_average_1m"] = os.getloadavg()[0]
         print(json.dumps(result), flush=True)
     finally:
         if server:

@@ -13,8 +13,10 @@
 //! just before the restart but whose acknowledgement was lost can therefore be appended
 //! twice: exactly-once holds within one server lifetime, at-least-once across restarts.
 //!
-//! Invariant: a producer's state is changed only while its async mutex is held, and only
-//! after the append it describes succeeded, so a failed append never advances sequences.
+//! Invariant: a partition's sequences are changed only while its async mutex is held
+//! (across check, append and record), and only after the append they describe
+//! succeeded, so a failed append never advances sequences; different partitions of one
+//! producer append concurrently.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -102,11 +104,14 @@ pub fn check_sequence(state: Option<&PartitionSequences>, first: i32, last: i32)
     }
 }
 
+/// One partition's sequences, locked across check, append and record.
+pub type PartitionHandle = Arc<tokio::sync::Mutex<PartitionSequences>>;
+
 /// One producer id's state.
 #[derive(Debug)]
 pub struct ProducerState {
     pub epoch: i16,
-    pub partitions: HashMap<(String, u32), PartitionSequences>,
+    pub partitions: HashMap<(String, u32), PartitionHandle>,
     last_used: Instant,
 }
 
@@ -119,31 +124,28 @@ impl ProducerState {
         }
     }
 
-    /// Checks a batch's epoch and sequences. A newer epoch starts the producer afresh.
-    pub fn check(
+    /// Checks a batch's epoch (a newer epoch starts the producer afresh, from sequence
+    /// 0) and returns the partition's sequences to check the batch against.
+    pub fn admit(
         &mut self,
         epoch: i16,
         partition: &(String, u32),
         first: i32,
-        last: i32,
-    ) -> Verdict {
+    ) -> Result<PartitionHandle, i16> {
         self.last_used = Instant::now();
         if epoch < self.epoch {
-            return Verdict::Reject(ResponseError::InvalidProducerEpoch.code());
+            return Err(ResponseError::InvalidProducerEpoch.code());
         }
         if epoch > self.epoch {
             if first != 0 {
-                return Verdict::Reject(ResponseError::OutOfOrderSequenceNumber.code());
+                return Err(ResponseError::OutOfOrderSequenceNumber.code());
             }
             self.epoch = epoch;
             self.partitions.clear();
         }
-        check_sequence(self.partitions.get(partition), first, last)
-    }
-
-    /// Remembers a batch that was appended.
-    pub fn record(&mut self, partition: (String, u32), batch: AppendedBatch) {
-        self.partitions.entry(partition).or_default().record(batch);
+        Ok(Arc::clone(
+            self.partitions.entry(partition.clone()).or_default(),
+        ))
     }
 }
 
@@ -299,21 +301,25 @@ mod tests {
         assert_eq!(check_sequence(Some(&state), 0, 3), Verdict::Append);
     }
 
-    #[test]
-    fn epochs_fence_old_producers_and_reset_on_bump() {
+    #[tokio::test]
+    async fn epochs_fence_old_producers_and_reset_on_bump() {
         let mut state = ProducerState::new(3);
         let tp = ("t".to_string(), 0);
-        assert_eq!(state.check(3, &tp, 0, 4), Verdict::Append);
-        state.record(tp.clone(), appended(0, 4, 0));
+        let partition = state.admit(3, &tp, 0).expect("admitted");
+        partition.lock().await.record(appended(0, 4, 0));
         assert_eq!(
-            state.check(2, &tp, 5, 6),
-            Verdict::Reject(ResponseError::InvalidProducerEpoch.code())
+            state.admit(2, &tp, 5).err(),
+            Some(ResponseError::InvalidProducerEpoch.code())
         );
         assert_eq!(
-            state.check(4, &tp, 5, 6),
-            Verdict::Reject(ResponseError::OutOfOrderSequenceNumber.code())
+            state.admit(4, &tp, 5).err(),
+            Some(ResponseError::OutOfOrderSequenceNumber.code())
         );
-        assert_eq!(state.check(4, &tp, 0, 1), Verdict::Append);
+        let fresh = state.admit(4, &tp, 0).expect("new epoch");
+        assert_eq!(
+            check_sequence(Some(&*fresh.lock().await), 0, 1),
+            Verdict::Append
+        );
         assert_eq!(state.epoch, 4);
     }
 

@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 
 use super::{offset_i64, text, Session, Shared};
 use crate::error::kafka_code;
-use crate::producer::{AppendedBatch, Verdict};
+use crate::producer::{check_sequence, AppendedBatch, Verdict};
 use crate::records::{decode_batches, record_to_event, ProducedBatch};
 
 /// Where one partition's batches landed, or why not.
@@ -70,19 +70,23 @@ async fn produce_topic(
     let name = topic.name.0.to_string();
     let source = event_source(&session.client_id, &name);
     let exists = shared.topic_or_create(&name, true).await;
-    let mut partitions = Vec::with_capacity(topic.partition_data.len());
-    for partition in topic.partition_data {
-        let index = partition.index;
-        let outcome = match (&exists, transactional) {
-            (_, true) => Outcome::error(
-                ResponseError::TransactionalIdAuthorizationFailed.code(),
-                "Herald does not support transactions",
-            ),
-            (Err(e), _) => Outcome::error(kafka_code(e), e.to_string()),
-            (Ok(_), false) => produce_partition(shared, &name, &source, partition).await,
-        };
-        partitions.push(partition_response(shared, &name, index, version, outcome));
-    }
+    // Partitions append concurrently: each waits for its own log's group commit.
+    let appends = topic.partition_data.into_iter().map(|partition| {
+        let (name, source, exists) = (&name, &source, &exists);
+        async move {
+            let index = partition.index;
+            let outcome = match (exists, transactional) {
+                (_, true) => Outcome::error(
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    "Herald does not support transactions",
+                ),
+                (Err(e), _) => Outcome::error(kafka_code(e), e.to_string()),
+                (Ok(_), false) => produce_partition(shared, name, source, partition).await,
+            };
+            partition_response(shared, name, index, version, outcome)
+        }
+    });
+    let partitions = futures::future::join_all(appends).await;
     TopicProduceResponse::default()
         .with_name(topic.name)
         .with_partition_responses(partitions)
@@ -209,40 +213,46 @@ async fn produce_batch(
     }
     let first = batch.base_sequence;
     let last = batch.last_sequence();
-    let handle = shared
+    let key = (topic.to_string(), partition);
+    let producer = shared
         .producers
         .handle(batch.producer_id, batch.producer_epoch);
-    let mut state = handle.lock().await;
-    let key = (topic.to_string(), partition);
-    match state.check(batch.producer_epoch, &key, first, last) {
+    let admitted = producer
+        .lock()
+        .await
+        .admit(batch.producer_epoch, &key, first);
+    let sequences = match admitted {
+        Ok(s) => s,
+        Err(code) => return refused(code, first, last, batch.producer_id),
+    };
+    let mut sequences = sequences.lock().await;
+    match check_sequence(Some(&sequences), first, last) {
         Verdict::Duplicate { base_offset } => Outcome {
             error_code: 0,
             base_offset: offset_i64(base_offset),
             message: None,
             bad_record: None,
         },
-        Verdict::Reject(code) => Outcome::error(
-            code,
-            format!(
-                "sequence {first}..={last} of producer {} refused",
-                batch.producer_id
-            ),
-        ),
+        Verdict::Reject(code) => refused(code, first, last, batch.producer_id),
         Verdict::Append => {
             let outcome = append(shared, topic, partition, entries).await;
             if outcome.error_code == 0 {
-                state.record(
-                    key,
-                    AppendedBatch {
-                        first_sequence: first,
-                        last_sequence: last,
-                        base_offset: u64::try_from(outcome.base_offset).unwrap_or(0),
-                    },
-                );
+                sequences.record(AppendedBatch {
+                    first_sequence: first,
+                    last_sequence: last,
+                    base_offset: u64::try_from(outcome.base_offset).unwrap_or(0),
+                });
             }
             outcome
         }
     }
+}
+
+fn refused(code: i16, first: i32, last: i32, producer_id: i64) -> Outcome {
+    Outcome::error(
+        code,
+        format!("sequence {first}..={last} of producer {producer_id} refused"),
+    )
 }
 
 async fn append(
