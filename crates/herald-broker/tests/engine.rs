@@ -69,7 +69,7 @@ async fn same_key_same_partition_in_order() {
     assert!(receipts.iter().all(|r| r.partition == partition));
     assert!(receipts.windows(2).all(|w| w[1].offset == w[0].offset + 1));
     let unkeyed = broker
-        .publish("t", (0..8).map(|i| event(i, None)).collect(), None)
+        .publish("t", (100..108).map(|i| event(i, None)).collect(), None)
         .await
         .expect("publish");
     let used: std::collections::BTreeSet<u32> = unkeyed.iter().map(|r| r.partition).collect();

@@ -135,12 +135,14 @@ impl Herald {
         }
     }
 
+    /// User topics (internal `__` topics are left out, as over HTTP).
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.list_topics().await,
             Transport::Embedded(b) => b
                 .list_topics()
                 .iter()
+                .filter(|m| !m.name.starts_with("__"))
                 .map(|m| embedded_topic_info(b, &m.name))
                 .collect(),
         }
