@@ -832,9 +832,7 @@ impl Broker {
     pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
         let counts = self.partition_counts();
         let mut groups = self.inner.groups.lock();
-        let state = groups
-            .get_mut(group)
-            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = group_mut(&mut groups, group)?;
         if !state.leave(member_id, &counts) {
             return Err(BrokerError::MemberNotFound {
                 group: group.into(),
@@ -857,19 +855,10 @@ impl Broker {
         member_id: &str,
     ) -> Result<(u64, Vec<Assignment>), BrokerError> {
         let mut groups = self.inner.groups.lock();
-        let state = groups
-            .get_mut(group)
-            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
-        let member =
-            state
-                .members
-                .get_mut(member_id)
-                .ok_or_else(|| BrokerError::MemberNotFound {
-                    group: group.into(),
-                    member: member_id.into(),
-                })?;
-        member.last_seen = Instant::now();
-        Ok((state.generation, member.assignments.clone()))
+        let state = group_mut(&mut groups, group)?;
+        let generation = state.generation;
+        let member = state.touch_member(group, member_id)?;
+        Ok((generation, member.assignments.clone()))
     }
 
     fn expire_members(&self, now: Instant) {
@@ -904,19 +893,10 @@ impl Broker {
     /// Snapshot of a member's partitions and positions (heartbeat included).
     fn member_plan(&self, group: &str, member_id: &str) -> Result<MemberPlan, BrokerError> {
         let mut groups = self.inner.groups.lock();
-        let state = groups
-            .get_mut(group)
-            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = group_mut(&mut groups, group)?;
         let committed = state.committed.clone();
-        let member =
-            state
-                .members
-                .get_mut(member_id)
-                .ok_or_else(|| BrokerError::MemberNotFound {
-                    group: group.into(),
-                    member: member_id.into(),
-                })?;
-        member.last_seen = Instant::now();
+        let generation = state.generation;
+        let member = state.touch_member(group, member_id)?;
         let n = member.assignments.len();
         let mut plan = Vec::with_capacity(n);
         for i in 0..n {
@@ -936,7 +916,7 @@ impl Broker {
             member.cursor = (member.cursor + 1) % n;
         }
         Ok(MemberPlan {
-            generation: state.generation,
+            generation,
             positions: plan,
             session_timeout: member.session_timeout,
         })
@@ -1008,19 +988,9 @@ impl Broker {
         mut events: Vec<EventRecord>,
     ) -> Result<MemberFetch, BrokerError> {
         let mut groups = self.inner.groups.lock();
-        let state = groups
-            .get_mut(group)
-            .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
+        let state = group_mut(&mut groups, group)?;
         let current_generation = state.generation;
-        let member =
-            state
-                .members
-                .get_mut(member_id)
-                .ok_or_else(|| BrokerError::MemberNotFound {
-                    group: group.into(),
-                    member: member_id.into(),
-                })?;
-        member.last_seen = Instant::now();
+        let member = state.touch_member(group, member_id)?;
         if current_generation != generation {
             // Rebalanced while reading: hand out only events of partitions still owned.
             events.retain(|e| {
@@ -1057,56 +1027,47 @@ impl Broker {
         self.check_running()?;
         let writer = self.group_writer(group);
         let _serial = writer.lock().await;
-        let committed =
-            {
-                let mut groups = self.inner.groups.lock();
-                let state = groups
-                    .get_mut(group)
-                    .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))?;
-                let generation = state.generation;
-                let member = state.members.get_mut(member_id).ok_or_else(|| {
-                    BrokerError::MemberNotFound {
-                        group: group.into(),
-                        member: member_id.into(),
-                    }
-                })?;
-                member.last_seen = Instant::now();
-                let offsets = match offsets {
-                    Some(list) => list,
-                    None => member
-                        .positions
-                        .iter()
-                        .map(|(a, p)| (a.clone(), *p))
-                        .collect(),
-                };
-                for (a, _) in &offsets {
-                    if !member.assignments.contains(a) {
-                        return Err(BrokerError::NotAssigned {
-                            topic: a.topic.clone(),
-                            partition: a.partition,
-                            generation,
-                        });
-                    }
-                }
-                for (a, offset) in &offsets {
-                    let end = self.topic(&a.topic)?.partition(a.partition)?.next_offset();
-                    if *offset > end {
-                        return Err(BrokerError::OffsetOutOfRange {
-                            topic: a.topic.clone(),
-                            partition: a.partition,
-                            requested: *offset,
-                            start: 0,
-                            end,
-                        });
-                    }
-                }
-                for (a, offset) in &offsets {
-                    state
-                        .committed
-                        .insert((a.topic.clone(), a.partition), *offset);
-                }
-                offsets
+        let committed = {
+            let mut groups = self.inner.groups.lock();
+            let state = group_mut(&mut groups, group)?;
+            let generation = state.generation;
+            let member = state.touch_member(group, member_id)?;
+            let offsets = match offsets {
+                Some(list) => list,
+                None => member
+                    .positions
+                    .iter()
+                    .map(|(a, p)| (a.clone(), *p))
+                    .collect(),
             };
+            for (a, _) in &offsets {
+                if !member.assignments.contains(a) {
+                    return Err(BrokerError::NotAssigned {
+                        topic: a.topic.clone(),
+                        partition: a.partition,
+                        generation,
+                    });
+                }
+            }
+            for (a, offset) in &offsets {
+                let end = self.topic(&a.topic)?.partition(a.partition)?.next_offset();
+                if *offset > end {
+                    return Err(BrokerError::OffsetOutOfRange {
+                        topic: a.topic.clone(),
+                        partition: a.partition,
+                        requested: *offset,
+                        start: 0,
+                        end,
+                    });
+                }
+            }
+            for (a, offset) in &offsets {
+                state
+                    .committed
+                    .insert((a.topic.clone(), a.partition), *offset);
+            }
+            offsets
+        };
         self.persist_offsets_locked(group).await?;
         Ok(committed)
     }
@@ -1299,6 +1260,16 @@ impl Broker {
         .await;
         tracing::info!("broker shut down: all partitions flushed");
     }
+}
+
+/// The state of `group`, or `GroupNotFound`.
+fn group_mut<'a>(
+    groups: &'a mut HashMap<String, GroupState>,
+    group: &str,
+) -> Result<&'a mut GroupState, BrokerError> {
+    groups
+        .get_mut(group)
+        .ok_or_else(|| BrokerError::GroupNotFound(group.to_string()))
 }
 
 /// Background task: sleeps until the next delayed event is due (or a new one is

@@ -131,6 +131,23 @@ impl GroupState {
         self.rebalance(partition_counts);
     }
 
+    /// The member `member_id`, with its session refreshed (any call counts as a heartbeat).
+    pub fn touch_member(
+        &mut self,
+        group: &str,
+        member_id: &str,
+    ) -> Result<&mut MemberState, crate::BrokerError> {
+        let member =
+            self.members
+                .get_mut(member_id)
+                .ok_or_else(|| crate::BrokerError::MemberNotFound {
+                    group: group.into(),
+                    member: member_id.into(),
+                })?;
+        member.last_seen = Instant::now();
+        Ok(member)
+    }
+
     /// Removes a member; rebalances if it was there.
     pub fn leave(&mut self, member_id: &str, partition_counts: &BTreeMap<String, u32>) -> bool {
         let removed = self.members.remove(member_id).is_some();

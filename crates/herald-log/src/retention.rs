@@ -47,7 +47,7 @@ pub(crate) fn delete_before(shared: &Shared, offset: u64) -> Result<usize, LogEr
         let mut segments = shared.segments.write();
         let mut count = 0;
         for pair in segments.windows(2) {
-            let (segment, next) = (&pair[0], &pair[1]);
+            let [segment, next] = pair else { break };
             if !segment.is_sealed() || next.base_offset() > offset {
                 break;
             }
