@@ -15,7 +15,7 @@
 # Settings (environment):
 #   DATA_DIR     where all data and results go            (/tmp/herald-compare)
 #   HERALD       herald binary (built --release if absent) (target/release/herald)
-#   SYSTEMS      which to run                              ("embedded http nats redis")
+#   SYSTEMS      which to run                              ("embedded http kafka nats redis")
 #   DURABILITY   which durability rows                     ("fsync no-fsync")
 #   WORKLOADS    which workloads                           ("w1 w2 w3 w4")
 #   PRODUCERS    producers in every workload               (4)
@@ -27,6 +27,7 @@
 #   W3_BATCH     workload 3 batch                          (1000)
 #   W4_BYTES     workload 4 replay bytes                   (1000000000; QUICK 100000000)
 #   PARTITIONS   Herald topic partitions                   (1: one stream, like the peers)
+#   DEDUP_WINDOW_MS  Herald topic dedup window; 0 = off     (unset: Herald's default, on)
 #   NATS_PORT, REDIS_PORT                                  (14222, 16379)
 #   NATS_SERVER  nats-server binary                        (nats-server)
 set -euo pipefail
@@ -36,7 +37,7 @@ QUICK=${QUICK:-0}
 quick() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 DATA_DIR=${DATA_DIR:-/tmp/herald-compare}
 HERALD=${HERALD:-target/release/herald}
-SYSTEMS=${SYSTEMS:-"embedded http nats redis"}
+SYSTEMS=${SYSTEMS:-"embedded http kafka nats redis"}
 DURABILITY=${DURABILITY:-"fsync no-fsync"}
 WORKLOADS=${WORKLOADS:-"w1 w2 w3 w4"}
 PRODUCERS=${PRODUCERS:-4}
@@ -48,6 +49,7 @@ W3_COUNT=${W3_COUNT:-$(quick 1000000 100000)}
 W3_BATCH=${W3_BATCH:-1000}
 W4_BYTES=${W4_BYTES:-$(quick 1000000000 100000000)}
 PARTITIONS=${PARTITIONS:-1}
+DEDUP_WINDOW_MS=${DEDUP_WINDOW_MS:-}
 NATS_PORT=${NATS_PORT:-14222}
 REDIS_PORT=${REDIS_PORT:-16379}
 NATS_SERVER=${NATS_SERVER:-nats-server}
@@ -130,6 +132,7 @@ run() {
   local line
   if line=$("$HERALD" bench --json --label "$label" --transport "$system" --fsync "$fsync" \
     --partitions "$PARTITIONS" --data-dir "$DATA_DIR/herald" \
+    ${DEDUP_WINDOW_MS:+--dedup-window-ms "$DEDUP_WINDOW_MS"} \
     --nats-url "nats://127.0.0.1:$NATS_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
     "$@" </dev/null); then
     echo "$line" | tail -n 1 >>"$OUT/runs.jsonl"
@@ -156,7 +159,7 @@ main() {
     echo "uptime: $(uptime)"
     echo "nats-server: $("$NATS_SERVER" --version 2>&1)"
     echo "redis-server: $(redis-server --version)"
-    echo "settings: QUICK=$QUICK DURATION=$DURATION PRODUCERS=$PRODUCERS W1_BATCH=$W1_BATCH W2_BATCH=$W2_BATCH W2_DURATION=$W2_DURATION W3_COUNT=$W3_COUNT W3_BATCH=$W3_BATCH W4_BYTES=$W4_BYTES PARTITIONS=$PARTITIONS"
+    echo "settings: QUICK=$QUICK DURATION=$DURATION PRODUCERS=$PRODUCERS W1_BATCH=$W1_BATCH W2_BATCH=$W2_BATCH W2_DURATION=$W2_DURATION W3_COUNT=$W3_COUNT W3_BATCH=$W3_BATCH W4_BYTES=$W4_BYTES PARTITIONS=$PARTITIONS DEDUP_WINDOW_MS=${DEDUP_WINDOW_MS:-default}"
   } >"$OUT/machine.txt"
   cat "$OUT/machine.txt" >&2
 

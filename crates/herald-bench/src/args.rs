@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// NATS (2.9) cannot sync per write: its runs are `never` whatever is asked.
     #[arg(long, value_enum, default_value = "always")]
     pub fsync: Fsync,
+    /// Herald topic `dedup_window_ms` (0 turns publish deduplication off). Default: Herald's.
+    #[arg(long)]
+    pub dedup_window_ms: Option<u64>,
     /// Parent directory for the data of the embedded broker or the started server.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

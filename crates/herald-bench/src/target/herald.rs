@@ -81,7 +81,7 @@ impl HeraldTarget {
     }
 
     pub async fn prepare(&mut self, args: &RunArgs, name: &str) -> Result<()> {
-        let config = TopicConfig {
+        let mut config = TopicConfig {
             fsync: match args.fsync {
                 Fsync::Always => FsyncMode::Always,
                 Fsync::Interval => FsyncMode::Interval,
@@ -91,6 +91,9 @@ impl HeraldTarget {
             segment_bytes: 1024 * 1024 * 1024,
             ..TopicConfig::with_partitions(args.partitions)
         };
+        if let Some(window) = args.dedup_window_ms {
+            config.dedup_window_ms = window;
+        }
         self.admin
             .create_topic(name, config)
             .await
