@@ -72,6 +72,9 @@ fn error_topic(name: &str, code: i16) -> MetadataResponseTopic {
         .with_error_code(code)
 }
 
+/// Prefix of Herald's own topics, reported as internal (like Kafka's `__consumer_offsets`).
+const INTERNAL_PREFIX: &str = "__";
+
 /// A topic's metadata: every partition led by this node.
 pub fn describe(name: &str, partitions: u32) -> MetadataResponseTopic {
     let partitions = (0..partitions)
@@ -86,5 +89,6 @@ pub fn describe(name: &str, partitions: u32) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
+        .with_is_internal(name.starts_with(INTERNAL_PREFIX))
         .with_partitions(partitions)
 }
