@@ -33,6 +33,8 @@ pub struct Report {
     pub inflight: usize,
     pub keys: u64,
     pub partitions: u32,
+    /// Herald topic dedup window, when set on the command line.
+    pub dedup_window_ms: Option<u64>,
     /// Open loop: the target rate (messages/s over all producers).
     pub target_rate: Option<f64>,
     /// The maximum measured first, with `--rate-fraction`.
@@ -112,6 +114,7 @@ impl Report {
             inflight: args.inflight,
             keys: args.keys,
             partitions: args.partitions,
+            dedup_window_ms: args.dedup_window_ms,
             target_rate: rate,
             calibrated_max_msgs_per_s: None,
             published: published.acked,

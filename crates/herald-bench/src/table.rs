@@ -239,3 +239,52 @@ fn number(v: f64) -> String {
 fn push_row(out: &mut String, cells: &[String]) {
     let _ = writeln!(out, "| {} |", cells.join(" | "));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Fsync, Transport};
+
+    fn run(system: &str, transport: Transport, msgs_per_s: f64) -> Report {
+        let line = serde_json::json!({
+            "kind": "run", "label": "w1", "system": system, "transport": transport,
+            "fsync": Fsync::Never, "durability": "no-fsync", "producers": 4, "groups": 0,
+            "consumers_per_group": 1, "message_bytes": 1000, "batch": 100, "inflight": 1,
+            "keys": 0, "partitions": 1, "target_rate": null, "calibrated_max_msgs_per_s": null,
+            "published": 1, "publish_failed": 0, "first_error": null, "publish_seconds": 1.0,
+            "publish_msgs_per_s": msgs_per_s, "publish_mb_per_s": msgs_per_s * 1000.0 / 1e6,
+            "publish_ack_latency": null, "delivered": null, "deliver_msgs_per_s": null,
+            "deliver_mb_per_s": null, "end_to_end_latency": null, "replay": null
+        });
+        serde_json::from_value(line).unwrap_or_else(|e| panic!("report JSON: {e}"))
+    }
+
+    #[test]
+    fn ratios_and_fractions_of_limits() {
+        let runs = [
+            run("herald-embedded", Transport::Embedded, 200_000.0),
+            run("nats", Transport::Nats, 100_000.0),
+        ];
+        let limits = Limits {
+            kind: "limits".into(),
+            dir: "/".into(),
+            disk_write_mb_per_s: 400.0,
+            fdatasync: None,
+            loopback_tcp_mb_per_s: 1000.0,
+            memcpy_gb_per_s: 5.0,
+        };
+        let table = render(&runs, Some(&limits));
+        let row = table
+            .lines()
+            .find(|l| l.contains("publish msg/s"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("| 200000 | 100000 | 2.00× | 50% disk |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| limit |  | disk sequential write MB/s | 400 |"),
+            "{table}"
+        );
+    }
+}
