@@ -183,6 +183,9 @@ pub struct RunArgs {
     /// A name for this run in reports and tables (e.g. `w1`).
     #[arg(long)]
     pub label: Option<String>,
+    /// Most messages/s each consumer takes (to test a producer outrunning consumers).
+    #[arg(long)]
+    pub consume_rate: Option<f64>,
     /// Seconds consumers may take to catch up after the producers stop.
     #[arg(long, default_value_t = 10.0)]
     pub drain_seconds: f64,
@@ -220,6 +223,9 @@ impl RunArgs {
             anyhow::ensure!(f > 0.0 && f <= 1.0, "--rate-fraction must be in (0, 1]");
         }
         anyhow::ensure!(self.partitions >= 1, "--partitions must be at least 1");
+        if let Some(rate) = self.consume_rate {
+            anyhow::ensure!(rate > 0.0, "--consume-rate must be positive");
+        }
         Ok(())
     }
 }

@@ -51,6 +51,10 @@ pub struct Report {
     pub deliver_mb_per_s: Option<f64>,
     pub end_to_end_latency: Option<Latency>,
     pub replay: Option<ReplayReport>,
+    /// Broker RSS (MB) before the producers started and its peak during the phase
+    /// (Herald embedded or a server the tool started; none for peers).
+    pub rss_idle_mb: Option<f64>,
+    pub rss_peak_mb: Option<f64>,
 }
 
 /// Reading a filled topic back from its start.
@@ -133,6 +137,8 @@ impl Report {
                 .map(|(d, s)| per_s(d.bytes, s) / 1e6),
             end_to_end_latency: delivered.and_then(|d| Latency::of(&d.latency)),
             replay: None,
+            rss_idle_mb: None,
+            rss_peak_mb: None,
         }
     }
 
@@ -188,6 +194,9 @@ impl Report {
         }
         if let Some(l) = &self.end_to_end_latency {
             let _ = writeln!(out, "  publish->deliver latency: {}", l.to_text());
+        }
+        if let (Some(idle), Some(peak)) = (self.rss_idle_mb, self.rss_peak_mb) {
+            let _ = writeln!(out, "  broker RSS: {idle:.1} MB idle, {peak:.1} MB peak");
         }
         if let Some(r) = &self.replay {
             let _ = writeln!(

@@ -149,7 +149,12 @@ async fn produce_and_consume(
     for group in 0..args.groups {
         for member in 0..args.consumers {
             let consumer = target.consumer(group, member, args.consumers).await?;
-            consumers.push(tokio::spawn(consume(consumer, live.clone(), true)));
+            consumers.push(tokio::spawn(consume(
+                consumer,
+                live.clone(),
+                true,
+                args.consume_rate,
+            )));
         }
     }
     let plan = Plan::new(args, rate);
@@ -163,6 +168,7 @@ async fn produce_and_consume(
             live.clone(),
         )));
     }
+    let rss = RssSampler::start(target.broker_pid());
     let bar = Bar::start(progress, title, args, live.clone());
     let mut published = ProducerOutcome::new();
     for handle in producers {
@@ -182,13 +188,15 @@ async fn produce_and_consume(
         }
     }
     bar.finish();
-    Ok(Report::from_phase(
+    let mut report = Report::from_phase(
         args,
         rate,
         plan.start,
         &published,
         (!delivered_is_empty(args)).then_some(&delivered),
-    ))
+    );
+    (report.rss_idle_mb, report.rss_peak_mb) = rss.finish();
+    Ok(report)
 }
 
 fn delivered_is_empty(args: &RunArgs) -> bool {
@@ -253,10 +261,21 @@ async fn read_all(mut reader: Consumer, live: Arc<Live>, expected: u64) -> Resul
     Ok(sink)
 }
 
-async fn consume(mut consumer: Consumer, live: Arc<Live>, record_latency: bool) -> Delivered {
+async fn consume(
+    mut consumer: Consumer,
+    live: Arc<Live>,
+    record_latency: bool,
+    rate: Option<f64>,
+) -> Delivered {
     let mut sink = Delivered::new(live.clone(), record_latency);
     let mut errors = 0u64;
+    let started = Instant::now();
     while !live.stop_consumers.load(Ordering::Relaxed) {
+        if let Some(rate) = rate {
+            // Take no more than `rate` messages/s: wait until the count is due.
+            let due = started + Duration::from_secs_f64(sink.count as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         match consumer.poll(&mut sink).await {
             Ok(()) => errors = 0,
             Err(e) => {
@@ -447,6 +466,62 @@ async fn produce(index: usize, producer: Producer, plan: Plan, live: Arc<Live>) 
         complete(&mut out, &live, done);
     }
     out
+}
+
+/// Samples the broker process's resident set size every 100 ms (Linux `/proc`).
+struct RssSampler {
+    idle_kb: Option<u64>,
+    peak_kb: Arc<AtomicU64>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pid: Option<u32>) -> Self {
+        let idle_kb = pid.and_then(rss_kb);
+        let peak_kb = Arc::new(AtomicU64::new(idle_kb.unwrap_or(0)));
+        let task = pid.map(|pid| {
+            let peak = peak_kb.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    match rss_kb(pid) {
+                        Some(kb) => {
+                            peak.fetch_max(kb, Ordering::Relaxed);
+                        }
+                        None => return,
+                    }
+                }
+            })
+        });
+        Self {
+            idle_kb,
+            peak_kb,
+            task,
+        }
+    }
+
+    /// (idle, peak) in MB (10^6 bytes), when measured.
+    fn finish(self) -> (Option<f64>, Option<f64>) {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+        let mb = |kb: u64| kb as f64 * 1024.0 / 1e6;
+        (
+            self.idle_kb.map(mb),
+            self.idle_kb
+                .map(|_| mb(self.peak_kb.load(Ordering::Relaxed))),
+        )
+    }
+}
+
+/// `VmRSS` of `pid`, in KiB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The progress bar (stderr; hidden when not a terminal or with `--json`).

@@ -147,6 +147,15 @@ impl HeraldTarget {
             .or_else(|| self.server.as_ref().and_then(|s| s.kafka.clone()))
     }
 
+    /// The process that runs the broker: this one (embedded) or the started server.
+    pub fn broker_pid(&self) -> Option<u32> {
+        match (&self.transport, &self.server) {
+            (Transport::Embedded, _) => Some(std::process::id()),
+            (_, Some(server)) => server.child.id(),
+            (_, None) => None,
+        }
+    }
+
     /// The current phase's topic.
     pub fn topic(&self) -> &str {
         &self.topic

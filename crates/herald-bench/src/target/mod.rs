@@ -128,6 +128,14 @@ impl Target {
         })
     }
 
+    /// The broker's process, when it is Herald's and on this machine (for RSS).
+    pub fn broker_pid(&self) -> Option<u32> {
+        match self {
+            Target::Herald(t) | Target::Kafka { herald: t, .. } => t.broker_pid(),
+            Target::Nats(_) | Target::Redis(_) => None,
+        }
+    }
+
     /// Deletes the phase's topic/stream.
     pub async fn cleanup(&mut self) -> Result<()> {
         match self {
