@@ -168,7 +168,7 @@ main() {
 
   log "physical limits"
   "$HERALD" bench limits --json --dir "$DATA_DIR" \
-    --write-bytes "$(quick 1073741824 268435456)" --syncs "$(quick 1000 200)" \
+    --write-bytes 1073741824 --syncs "$(quick 1000 200)" \
     --seconds "$(quick 2 1)" >"$OUT/limits.json"
   "$HERALD" bench table "$OUT/limits.json" >/dev/null
 
