@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::config::{BrokerConfig, TopicConfig};
-use crate::dedup::{Claim, DedupKey};
+use crate::dedup::{dedup_key, wait_in_flight, Claim, DedupKey, KeyMap};
 use crate::delay::{self, DelaySchedule, DelayedTarget, DeliveryBatches, DELAYED_TOPIC};
 use crate::error::BrokerError;
 use crate::group::{
@@ -423,16 +423,20 @@ impl Broker {
                     .map_err(|error| BrokerError::EventSchema { index, error })?;
             }
         }
-        let keys: Vec<DedupKey> = entries
-            .iter()
-            .map(|(_, e)| (e.source.clone(), e.id.clone()))
-            .collect();
-        let (claims, reservation) = match topic.dedup() {
+        let (keys, claims, reservation): (Vec<DedupKey>, _, _) = match topic.dedup() {
             Some(window) => {
+                let keys: Vec<DedupKey> = entries
+                    .iter()
+                    .map(|(_, e)| dedup_key(&e.source, &e.id))
+                    .collect();
                 let (claims, reservation) = window.claim_batch(&keys, timestamp_ms);
-                (claims, Some(reservation))
+                (keys, claims, Some(reservation))
             }
-            None => (entries.iter().map(|_| Claim::New).collect(), None),
+            None => (
+                Vec::new(),
+                entries.iter().map(|_| Claim::New).collect(),
+                None,
+            ),
         };
         let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
         for (index, (key, event)) in entries.iter_mut().enumerate() {
@@ -465,14 +469,19 @@ impl Broker {
             }
         });
         let mut receipts: Vec<Option<PublishReceipt>> = vec![None; entries.len()];
-        let mut positions = HashMap::new();
+        let mut positions: KeyMap<(u32, u64)> = KeyMap::default();
+        if reservation.is_some() {
+            positions.reserve(entries.len());
+        }
         let mut failure = None;
         for result in join_all(appends).await {
             match result {
                 Ok((partition, indexes, base_offset)) => {
                     for (i, index) in indexes.into_iter().enumerate() {
                         let offset = base_offset + i as u64;
-                        positions.insert(keys[index].clone(), (partition, offset));
+                        if let Some(&key) = keys.get(index) {
+                            positions.insert(key, (partition, offset));
+                        }
                         receipts[index] = Some(PublishReceipt {
                             id: entries[index].1.id.clone(),
                             partition,
@@ -485,7 +494,7 @@ impl Broker {
             }
         }
         if let Some(reservation) = reservation {
-            reservation.complete(&positions, now_ms());
+            reservation.complete(positions, now_ms());
         }
         if let Some(e) = failure {
             return Err(e);
@@ -495,9 +504,9 @@ impl Broker {
                 Claim::New => continue,
                 Claim::Duplicate { partition, offset } => Some((partition, offset)),
                 Claim::SameAs(first) => receipts[first].as_ref().map(|r| (r.partition, r.offset)),
-                Claim::InFlight(mut rx) => match rx.wait_for(Option::is_some).await {
-                    Ok(outcome) => outcome.flatten(),
-                    Err(_) => None,
+                Claim::InFlight(rx) => match keys.get(index) {
+                    Some(&key) => wait_in_flight(key, rx).await,
+                    None => None,
                 },
             };
             // A concurrent publish of the same key failed: the client should retry.

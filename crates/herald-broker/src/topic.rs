@@ -66,7 +66,7 @@ impl Topic {
                 for stored in batch {
                     match herald_core::codec::decode_event(&stored.value) {
                         Ok(e) => dedup.remember(
-                            (e.source, e.id),
+                            crate::dedup::dedup_key(&e.source, &e.id),
                             p as u32,
                             stored.offset,
                             stored.timestamp_ms,

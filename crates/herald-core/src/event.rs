@@ -502,59 +502,47 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard alphabet, padding optional on decode, trailing bits ignored (what the
+/// hand-written decoder accepted before; the URL-safe alphabet is tried second).
+const B64_STANDARD: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+const B64_URL_SAFE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Standard base64 with padding.
 pub fn base64_encode(input: &[u8]) -> String {
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(input)
 }
 
-/// Standard base64 (padding optional, whitespace not allowed).
+/// Appends standard padded base64 of `input` to `out` (no intermediate `String`).
+pub fn base64_encode_into(input: &[u8], out: &mut String) {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode_string(input, out);
+}
+
+/// Standard or URL-safe base64 (padding optional, whitespace not allowed).
 pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
     let trimmed = input.trim_end_matches('=');
     if input.len() - trimmed.len() > 2 {
         return Err("too much padding".into());
     }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for (i, c) in trimmed.bytes().enumerate() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return Err(format!("invalid base64 character at position {i}")),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    match B64_STANDARD.decode(trimmed) {
+        Ok(bytes) => Ok(bytes),
+        Err(first) if trimmed.bytes().any(|c| c == b'-' || c == b'_') => B64_URL_SAFE
+            .decode(trimmed)
+            .map_err(|_| format!("invalid base64: {first}")),
+        Err(e) => Err(format!("invalid base64: {e}")),
     }
-    if bits >= 6 {
-        return Err("truncated base64 input".into());
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -664,6 +652,22 @@ mod tests {
             assert_eq!(base64_decode(&base64_encode(&data)).expect("valid"), data);
         }
         assert!(base64_decode("a$==").is_err());
+        assert!(base64_decode("QQ===").is_err(), "three padding characters");
+        assert!(
+            base64_decode("Q").is_err(),
+            "one character cannot hold a byte"
+        );
+    }
+
+    #[test]
+    fn base64_accepts_unpadded_and_url_safe_input() {
+        assert_eq!(base64_decode("aGk").expect("unpadded"), b"hi");
+        assert_eq!(base64_decode("aGk=").expect("padded"), b"hi");
+        assert_eq!(base64_decode("-_8").expect("url-safe"), vec![0xfb, 0xff]);
+        assert_eq!(base64_decode("+/8").expect("standard"), vec![0xfb, 0xff]);
+        let mut out = String::from("x");
+        base64_encode_into(b"hi", &mut out);
+        assert_eq!(out, "xaGk=");
     }
 
     #[test]

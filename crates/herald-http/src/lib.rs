@@ -7,6 +7,7 @@
 //! - [`topics`], [`events`], [`sse`], [`groups`]: one module per resource.
 //! - [`bus`]: subscriptions, queues, dead letters, push streams, filter tests.
 
+pub mod admission;
 pub mod body;
 pub mod bus;
 pub mod error;
@@ -33,12 +34,19 @@ use crate::error::ApiError;
 pub struct HttpOptions {
     /// Largest request body accepted (a batch of events), default 16 MiB.
     pub max_request_bytes: usize,
+    /// Request-body bytes all requests together may hold in flight, default 64 MiB
+    /// (see [`admission`]).
+    pub max_inflight_bytes: usize,
+    /// How long a request waits for room in that budget before a 503, default 5 s.
+    pub inflight_wait: std::time::Duration,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             max_request_bytes: 16 * 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
+            inflight_wait: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -63,6 +71,11 @@ pub fn router_with_bus(
     bus: Option<herald_bus::Bus>,
     options: HttpOptions,
 ) -> Router {
+    let admission = admission::Admission::new(
+        options.max_inflight_bytes,
+        options.max_request_bytes,
+        options.inflight_wait,
+    );
     let state = AppState {
         broker,
         options,
@@ -115,6 +128,10 @@ pub fn router_with_bus(
         )
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::admit,
+        ))
 }
 
 fn bus_routes() -> Router<AppState> {

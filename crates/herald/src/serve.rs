@@ -46,6 +46,13 @@ pub struct ServeArgs {
     /// Largest HTTP request body, in bytes (default 16 MiB).
     #[arg(long, env = "HERALD_MAX_REQUEST_BYTES")]
     max_request_bytes: Option<usize>,
+    /// HTTP request-body bytes held in flight by all requests together before new ones
+    /// wait and then get 503 `overloaded` (default 64 MiB).
+    #[arg(long, env = "HERALD_MAX_INFLIGHT_BYTES")]
+    max_inflight_bytes: Option<usize>,
+    /// How long a request waits for room in that budget before the 503, in ms (default 5000).
+    #[arg(long, env = "HERALD_INFLIGHT_WAIT_MS")]
+    inflight_wait_ms: Option<u64>,
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -85,6 +92,8 @@ struct FileConfig {
     http_addr: Option<SocketAddr>,
     max_event_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
+    max_inflight_bytes: Option<usize>,
+    inflight_wait_ms: Option<u64>,
     log_format: Option<LogFormat>,
     kafka_enabled: Option<bool>,
     kafka_addr: Option<SocketAddr>,
@@ -101,6 +110,8 @@ struct ServeConfig {
     http_addr: SocketAddr,
     max_event_bytes: usize,
     max_request_bytes: usize,
+    max_inflight_bytes: usize,
+    inflight_wait: Duration,
     log_format: LogFormat,
     /// `None` when the Kafka listener is disabled.
     kafka: Option<KafkaConfig>,
@@ -175,6 +186,15 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .max_request_bytes
             .or(file.max_request_bytes)
             .unwrap_or(defaults.max_request_bytes),
+        max_inflight_bytes: args
+            .max_inflight_bytes
+            .or(file.max_inflight_bytes)
+            .unwrap_or(defaults.max_inflight_bytes),
+        inflight_wait: args
+            .inflight_wait_ms
+            .or(file.inflight_wait_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.inflight_wait),
         log_format: args
             .log_format
             .or(file.log_format)
@@ -218,6 +238,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(bus.clone()),
         HttpOptions {
             max_request_bytes: config.max_request_bytes,
+            max_inflight_bytes: config.max_inflight_bytes,
+            inflight_wait: config.inflight_wait,
         },
     );
 
