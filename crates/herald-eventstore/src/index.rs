@@ -1,0 +1,224 @@
+//! The in-memory per-stream index: version → `$all` position, metadata, deletion state.
+//!
+//! Owns: applying log entries to stream state (the same code rebuilds the index on open
+//! and updates it after each durable append) and the expected-version rule.
+//! Invariants: `positions[v]` is the position of version `v`, so versions are dense
+//! from 0 and positions strictly increase with the version; a tombstoned stream never
+//! takes another event.
+
+use std::collections::BTreeMap;
+
+use crate::error::EventStoreError;
+use crate::record::Entry;
+use crate::types::{ExpectedVersion, StreamDescription, StreamInfo, StreamMetadata};
+
+/// One stream's state.
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    /// `$all` position of each version.
+    pub positions: Vec<u64>,
+    pub metadata: StreamMetadata,
+    /// Versions below this were soft-deleted.
+    pub deleted_before: u64,
+    pub tombstoned: bool,
+}
+
+impl StreamState {
+    /// The version the next event gets.
+    pub fn next_version(&self) -> u64 {
+        self.positions.len() as u64
+    }
+
+    /// Whether the stream holds an event written since its last soft delete.
+    pub fn exists(&self) -> bool {
+        !self.tombstoned && self.next_version() > self.deleted_before
+    }
+
+    /// The last version, if the stream exists.
+    pub fn current(&self) -> Option<u64> {
+        if self.exists() {
+            self.next_version().checked_sub(1)
+        } else {
+            None
+        }
+    }
+
+    /// Checks `expected` for an append or delete on `stream`.
+    pub fn check(&self, stream: &str, expected: ExpectedVersion) -> Result<(), EventStoreError> {
+        if self.tombstoned {
+            return Err(EventStoreError::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        let current = self.current();
+        let ok = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current.is_none(),
+            ExpectedVersion::StreamExists => current.is_some(),
+            ExpectedVersion::Exact(n) => current == Some(n),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(EventStoreError::WrongExpectedVersion {
+                stream: stream.to_string(),
+                expected,
+                current,
+            })
+        }
+    }
+
+    /// The first version a read may return, ignoring `max_age_ms` (checked per event).
+    pub fn first_visible_version(&self) -> u64 {
+        let by_count = self
+            .metadata
+            .max_count
+            .map_or(0, |count| self.next_version().saturating_sub(count));
+        by_count.max(self.deleted_before)
+    }
+
+    pub fn describe(&self, stream: &str) -> StreamDescription {
+        StreamDescription {
+            stream: stream.to_string(),
+            metadata: self.metadata.clone(),
+            last_version: self.next_version().checked_sub(1),
+            deleted_before: self.deleted_before,
+            deleted: !self.tombstoned && !self.exists() && self.deleted_before > 0,
+            tombstoned: self.tombstoned,
+        }
+    }
+
+    pub fn info(&self, stream: &str) -> Option<StreamInfo> {
+        let last_version = self.current()?;
+        let last_position = *self.positions.last()?;
+        Some(StreamInfo {
+            stream: stream.to_string(),
+            last_version,
+            last_position,
+        })
+    }
+}
+
+/// Every stream, by name (sorted, for listing).
+#[derive(Debug, Default)]
+pub struct Index {
+    pub streams: BTreeMap<String, StreamState>,
+}
+
+impl Index {
+    /// Applies one durable entry found at `position`. Fails if the entry contradicts
+    /// the state (a version out of sequence, an event after a tombstone): the log
+    /// would then hold something the store never writes.
+    pub fn apply(&mut self, position: u64, entry: Entry) -> Result<(), EventStoreError> {
+        let corrupt = |reason: String| EventStoreError::Corrupt { position, reason };
+        match entry {
+            Entry::Event {
+                stream, version, ..
+            } => {
+                let state = self.streams.entry(stream).or_default();
+                if state.tombstoned {
+                    return Err(corrupt("an event after the stream's tombstone".into()));
+                }
+                if version != state.next_version() {
+                    return Err(corrupt(format!(
+                        "version {version} out of sequence: expected {}",
+                        state.next_version()
+                    )));
+                }
+                if state.positions.last().is_some_and(|last| *last >= position) {
+                    return Err(corrupt("position does not increase".into()));
+                }
+                state.positions.push(position);
+            }
+            Entry::Metadata { stream, metadata } => {
+                self.streams.entry(stream).or_default().metadata = metadata;
+            }
+            Entry::SoftDelete {
+                stream,
+                deleted_before,
+            } => {
+                let state = self.streams.entry(stream).or_default();
+                state.deleted_before = state.deleted_before.max(deleted_before);
+            }
+            Entry::Tombstone { stream } => {
+                self.streams.entry(stream).or_default().tombstoned = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::CloudEvent;
+
+    fn event(stream: &str, version: u64) -> Entry {
+        Entry::Event {
+            stream: stream.into(),
+            version,
+            event: CloudEvent::new("i", "/s", "t"),
+        }
+    }
+
+    #[test]
+    fn expected_versions_follow_the_stream_lifecycle() {
+        let mut index = Index::default();
+        let fresh = StreamState::default();
+        assert!(fresh.check("s", ExpectedVersion::NoStream).is_ok());
+        assert!(fresh.check("s", ExpectedVersion::StreamExists).is_err());
+        index.apply(0, event("s", 0)).expect("first");
+        index.apply(3, event("s", 1)).expect("second");
+        let state = &index.streams["s"];
+        assert!(state.check("s", ExpectedVersion::Exact(1)).is_ok());
+        match state.check("s", ExpectedVersion::Exact(0)) {
+            Err(EventStoreError::WrongExpectedVersion { current, .. }) => {
+                assert_eq!(current, Some(1))
+            }
+            other => panic!("{other:?}"),
+        }
+        index
+            .apply(
+                4,
+                Entry::SoftDelete {
+                    stream: "s".into(),
+                    deleted_before: 2,
+                },
+            )
+            .expect("delete");
+        let state = &index.streams["s"];
+        assert!(state.check("s", ExpectedVersion::NoStream).is_ok());
+        assert!(state.describe("s").deleted);
+        index
+            .apply(5, event("s", 2))
+            .expect("recreated, versions continue");
+        assert_eq!(index.streams["s"].current(), Some(2));
+        assert_eq!(index.streams["s"].first_visible_version(), 2);
+        index
+            .apply(6, Entry::Tombstone { stream: "s".into() })
+            .expect("tombstone");
+        assert!(matches!(
+            index.streams["s"].check("s", ExpectedVersion::Any),
+            Err(EventStoreError::StreamDeleted { .. })
+        ));
+        assert!(index.apply(7, event("s", 3)).is_err());
+    }
+
+    #[test]
+    fn out_of_sequence_versions_are_corruption() {
+        let mut index = Index::default();
+        index.apply(0, event("s", 0)).expect("first");
+        assert!(index.apply(1, event("s", 2)).is_err());
+        assert!(index.apply(0, event("s", 1)).is_err());
+    }
+
+    #[test]
+    fn max_count_hides_old_versions() {
+        let mut state = StreamState {
+            positions: vec![0, 1, 2, 3, 4],
+            ..StreamState::default()
+        };
+        state.metadata.max_count = Some(2);
+        assert_eq!(state.first_visible_version(), 3);
+    }
+}

@@ -1,0 +1,49 @@
+//! Herald's event store: streams per aggregate with optimistic concurrency, one global
+//! `$all` order, snapshots and catch-up subscriptions, on a single herald-log log.
+//!
+//! - [`store`]: [`EventStore`], the API (append, read, metadata, delete, snapshots).
+//! - [`index`]: the in-memory per-stream index rebuilt from the log on open.
+//! - [`record`]: the binary form of a log record (event or control record).
+//! - [`subscription`]: [`CatchUpSubscription`] (history, then live, one cursor).
+//! - `snapshot`: durable snapshot files.
+//! - [`types`], [`error`]: the values and errors of the API.
+//!
+//! On disk, `<dir>/log/` is a herald-log partition whose offsets are the `$all`
+//! positions; `<dir>/snapshots/<stream>.json` hold snapshots; `<dir>/.lock` keeps a
+//! second process out.
+//!
+//! Invariants: a stream's versions are dense from 0 and increase with the position;
+//! an append is one log batch (atomic across a crash) and is acknowledged only once
+//! durable (fsync `always` by default). It is not a projection or saga runtime: those
+//! sit above it in the SDK.
+
+#![deny(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![warn(clippy::expect_used)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::expect_used,
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod error;
+pub mod index;
+pub mod record;
+mod snapshot;
+pub mod store;
+pub mod subscription;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::EventStoreError;
+pub use store::{validate_stream_name, EventStore, EventStoreConfig, ALL_STREAM};
+pub use subscription::CatchUpSubscription;
+pub use types::{
+    AppendResult, Direction, ExpectedVersion, RecordedEvent, Snapshot, StreamDescription,
+    StreamInfo, StreamMetadata, SubscriptionTarget,
+};

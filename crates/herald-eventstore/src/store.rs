@@ -1,0 +1,834 @@
+//! [`EventStore`]: streams on top of one herald-log [`PartitionLog`] whose offsets are
+//! the `$all` positions.
+//!
+//! Owns: the write path (per-stream writer lock → expected-version check → one log
+//! batch per append → index update), reads of streams and `$all`, stream metadata,
+//! deletes, and the data-directory layout (`log/`, `snapshots/`, `.lock`).
+//! Invariants: an append is one log batch, so it is all-or-nothing across a crash;
+//! appends to one stream are serialized by its writer lock, held until the batch is
+//! durable and indexed, so two writers can never both win a version; a write runs in
+//! its own task, so a caller that goes away cannot leave the index behind the log.
+//! Lock order: a stream's writer lock, then `index` (never held across an `.await`).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use herald_core::name::validate_name;
+use herald_core::CloudEvent;
+use herald_log::{AppendOutcome, FsyncPolicy, LogConfig, PartitionLog, Record, StoredRecord};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::error::EventStoreError;
+use crate::index::Index;
+use crate::record::{self, Entry};
+use crate::snapshot::SnapshotStore;
+use crate::subscription::CatchUpSubscription;
+use crate::types::{
+    AppendResult, Direction, ExpectedVersion, RecordedEvent, Snapshot, StreamDescription,
+    StreamInfo, StreamMetadata, SubscriptionTarget,
+};
+
+/// The reserved name of the global stream.
+pub const ALL_STREAM: &str = "$all";
+/// Records read from the log per step of a scan.
+const SCAN_RECORDS: usize = 512;
+/// Neighbouring events fetched by one positioned read (each up to one event in size).
+const RUN_RECORDS_MAX: usize = 64;
+/// Records read per step of a backwards `$all` read (each up to one event in size).
+const BACKWARDS_CHUNK_RECORDS: u64 = 64;
+
+/// Settings of an event store.
+#[derive(Debug, Clone)]
+pub struct EventStoreConfig {
+    /// The log's settings; the default is fsync `always` with group commit.
+    pub log: LogConfig,
+    /// Largest encoded event accepted. Default 1 MiB.
+    pub max_event_bytes: usize,
+    /// Most events in one append. Default 10 000.
+    pub max_append_events: usize,
+    /// Key+value bytes one read gathers before it stops early (the first event is
+    /// always returned). Default 16 MiB.
+    pub read_bytes_max: usize,
+    /// Largest snapshot (its JSON). Default 16 MiB.
+    pub max_snapshot_bytes: usize,
+}
+
+impl Default for EventStoreConfig {
+    fn default() -> Self {
+        Self {
+            log: LogConfig {
+                fsync: FsyncPolicy::Always,
+                ..LogConfig::default()
+            },
+            max_event_bytes: 1024 * 1024,
+            max_append_events: 10_000,
+            read_bytes_max: 16 * 1024 * 1024,
+            max_snapshot_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A handle to an open event store. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct EventStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    config: EventStoreConfig,
+    pub(crate) log: Arc<PartitionLog>,
+    pub(crate) index: RwLock<Index>,
+    /// One writer lock per stream with a write in progress or waiting.
+    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped after every index change (subscriptions to one stream wait on it).
+    pub(crate) changes: watch::Sender<u64>,
+    /// Why writes are refused, after a write whose outcome is unknown.
+    poisoned: Mutex<Option<String>>,
+    snapshots: SnapshotStore,
+    _lock: File,
+}
+
+/// Checks a stream name: a topic-style name (`[A-Za-z0-9._-]`, no `.`/`..`).
+pub fn validate_stream_name(stream: &str) -> Result<(), EventStoreError> {
+    validate_name("stream", stream).map_err(EventStoreError::from)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl EventStore {
+    /// Opens (creating if needed) the store in `dir`: locks it, recovers the log and
+    /// rebuilds the stream index from it. Blocking; call it from `spawn_blocking` in
+    /// async code.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        config: EventStoreConfig,
+    ) -> Result<Self, EventStoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| EventStoreError::io(&dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let log = PartitionLog::open(dir.join("log"), config.log.clone())?;
+        let started = std::time::Instant::now();
+        let index = rebuild_index(&log)?;
+        tracing::info!(
+            dir = %dir.display(),
+            streams = index.streams.len(),
+            end_position = log.next_offset(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "event store index rebuilt"
+        );
+        let snapshots = SnapshotStore::open(dir.join("snapshots"), config.max_snapshot_bytes)?;
+        let (changes, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                config,
+                log,
+                index: RwLock::new(index),
+                writers: Mutex::new(HashMap::new()),
+                changes,
+                poisoned: Mutex::new(None),
+                snapshots,
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The position the next record will get (exclusive end of `$all`).
+    pub fn end_position(&self) -> u64 {
+        self.inner.log.next_offset()
+    }
+
+    /// Appends `events` to `stream` atomically if `expected` holds, and resolves once
+    /// they are durable. Versions continue from the stream's last event.
+    pub async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<CloudEvent>,
+    ) -> Result<AppendResult, EventStoreError> {
+        validate_stream_name(stream)?;
+        let bodies = self.encode_events(events)?;
+        let store = self.clone();
+        let stream = stream.to_string();
+        self.run_write(async move { store.append_locked(&stream, expected, bodies).await })
+            .await
+    }
+
+    /// Validates, defaults and encodes events on the caller's task.
+    fn encode_events(&self, events: Vec<CloudEvent>) -> Result<Vec<Vec<u8>>, EventStoreError> {
+        if events.is_empty() {
+            return Err(EventStoreError::invalid("events", "must not be empty"));
+        }
+        let max_events = self.inner.config.max_append_events;
+        if events.len() > max_events {
+            return Err(EventStoreError::TooManyEvents {
+                count: events.len(),
+                max: max_events,
+            });
+        }
+        let max_bytes = self.inner.config.max_event_bytes;
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut event)| {
+                event.validate().map_err(|e| {
+                    EventStoreError::invalid(format!("events[{i}].{}", e.field), e.message)
+                })?;
+                event.apply_defaults();
+                let body = record::encode_event_body(&event);
+                if body.len() > max_bytes {
+                    return Err(EventStoreError::EventTooLarge {
+                        size: body.len(),
+                        max: max_bytes,
+                    });
+                }
+                Ok(body)
+            })
+            .collect()
+    }
+
+    /// Runs a write in its own task so it completes (and the index follows the log)
+    /// even if the caller's future is dropped.
+    async fn run_write<T: Send + 'static>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, EventStoreError>> + Send + 'static,
+    ) -> Result<T, EventStoreError> {
+        if let Some(reason) = self.inner.poisoned.lock().clone() {
+            return Err(EventStoreError::Poisoned(reason));
+        }
+        tokio::spawn(write)
+            .await
+            .unwrap_or(Err(EventStoreError::Closed))
+    }
+
+    async fn append_locked(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        bodies: Vec<Vec<u8>>,
+    ) -> Result<AppendResult, EventStoreError> {
+        let writer = self.writer_lock(stream);
+        let result = {
+            let _guard = writer.lock().await;
+            let first_version = {
+                let index = self.inner.index.read();
+                match index.streams.get(stream) {
+                    Some(state) => {
+                        state.check(stream, expected)?;
+                        state.next_version()
+                    }
+                    None => {
+                        crate::index::StreamState::default().check(stream, expected)?;
+                        0
+                    }
+                }
+            };
+            let timestamp_ms = now_ms();
+            let key = Bytes::copy_from_slice(stream.as_bytes());
+            let records: Vec<Record> = bodies
+                .iter()
+                .zip(first_version..)
+                .map(|(body, version)| Record {
+                    timestamp_ms,
+                    key: Some(key.clone()),
+                    value: Bytes::from(record::encode_event_record(stream, version, body)),
+                })
+                .collect();
+            let outcome = self.append_records(records).await?;
+            let mut index = self.inner.index.write();
+            let state = index.streams.entry(stream.to_string()).or_default();
+            state
+                .positions
+                .extend(outcome.base_offset..=outcome.last_offset);
+            drop(index);
+            self.inner.changes.send_modify(|n| *n += 1);
+            Ok(AppendResult {
+                next_expected_version: first_version + bodies.len() as u64 - 1,
+                position: outcome.last_offset,
+            })
+        };
+        self.release_writer_lock(stream, writer);
+        result
+    }
+
+    /// Appends one batch; poisons the store when the outcome is unknown.
+    async fn append_records(&self, records: Vec<Record>) -> Result<AppendOutcome, EventStoreError> {
+        match self.inner.log.append(records).await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => {
+                let definite = matches!(
+                    error,
+                    herald_log::LogError::Backpressure
+                        | herald_log::LogError::BatchTooLarge { .. }
+                        | herald_log::LogError::EmptyBatch
+                        | herald_log::LogError::Closed
+                ) || error.is_retryable();
+                if !definite {
+                    tracing::error!(%error, "event store write failed; refusing further writes");
+                    *self.inner.poisoned.lock() = Some(error.to_string());
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    fn writer_lock(&self, stream: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut writers = self.inner.writers.lock();
+        Arc::clone(writers.entry(stream.to_string()).or_default())
+    }
+
+    /// Drops the stream's writer lock from the map when nobody else holds or waits on it.
+    fn release_writer_lock(&self, stream: &str, writer: Arc<tokio::sync::Mutex<()>>) {
+        let mut writers = self.inner.writers.lock();
+        // The map's reference plus ours: nobody else is waiting.
+        if Arc::strong_count(&writer) == 2 {
+            writers.remove(stream);
+        }
+    }
+
+    /// Writes one control record (metadata, delete) for `stream` under its writer lock,
+    /// after `check` accepts the current state, then applies it to the index.
+    async fn write_control(
+        &self,
+        stream: String,
+        make: impl FnOnce(&crate::index::StreamState) -> Result<Entry, EventStoreError> + Send + 'static,
+    ) -> Result<u64, EventStoreError> {
+        let store = self.clone();
+        self.run_write(async move {
+            let writer = store.writer_lock(&stream);
+            let result = async {
+                let _guard = writer.lock().await;
+                let entry = {
+                    let index = store.inner.index.read();
+                    let empty = crate::index::StreamState::default();
+                    make(index.streams.get(&stream).unwrap_or(&empty))?
+                };
+                let value = match &entry {
+                    Entry::Metadata { stream, metadata } => {
+                        record::encode_metadata_record(stream, metadata)
+                    }
+                    Entry::SoftDelete {
+                        stream,
+                        deleted_before,
+                    } => record::encode_soft_delete_record(stream, *deleted_before),
+                    Entry::Tombstone { stream } => record::encode_tombstone_record(stream),
+                    Entry::Event { .. } => {
+                        return Err(EventStoreError::invalid("record", "not a control record"))
+                    }
+                };
+                let record = Record {
+                    timestamp_ms: now_ms(),
+                    key: Some(Bytes::copy_from_slice(stream.as_bytes())),
+                    value: Bytes::from(value),
+                };
+                let outcome = store.append_records(vec![record]).await?;
+                store
+                    .inner
+                    .index
+                    .write()
+                    .apply(outcome.last_offset, entry)?;
+                store.inner.changes.send_modify(|n| *n += 1);
+                Ok(outcome.last_offset)
+            }
+            .await;
+            store.release_writer_lock(&stream, writer);
+            result
+        })
+        .await
+    }
+
+    /// Sets a stream's metadata (the stream need not exist yet).
+    pub async fn set_metadata(
+        &self,
+        stream: &str,
+        metadata: StreamMetadata,
+    ) -> Result<StreamDescription, EventStoreError> {
+        validate_stream_name(stream)?;
+        if metadata.max_count == Some(0) {
+            return Err(EventStoreError::invalid("max_count", "must be at least 1"));
+        }
+        let name = stream.to_string();
+        self.write_control(name.clone(), move |state| {
+            if state.tombstoned {
+                return Err(EventStoreError::StreamDeleted { stream: name });
+            }
+            Ok(Entry::Metadata {
+                stream: name,
+                metadata,
+            })
+        })
+        .await?;
+        self.describe_stream(stream)
+    }
+
+    /// A stream's metadata and lifecycle state (also for deleted streams).
+    pub fn describe_stream(&self, stream: &str) -> Result<StreamDescription, EventStoreError> {
+        validate_stream_name(stream)?;
+        let index = self.inner.index.read();
+        index
+            .streams
+            .get(stream)
+            .map(|state| state.describe(stream))
+            .ok_or_else(|| EventStoreError::StreamNotFound {
+                stream: stream.to_string(),
+            })
+    }
+
+    /// Soft delete (`hard == false`): hides every current event; the next append
+    /// recreates the stream and versions continue. Hard delete: a tombstone, after
+    /// which appends fail with `StreamDeleted`. Returns the record's `$all` position.
+    pub async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        hard: bool,
+    ) -> Result<u64, EventStoreError> {
+        validate_stream_name(stream)?;
+        let name = stream.to_string();
+        let position = self
+            .write_control(name.clone(), move |state| {
+                state.check(&name, expected)?;
+                if !state.exists() && !hard {
+                    return Err(EventStoreError::StreamNotFound { stream: name });
+                }
+                Ok(if hard {
+                    Entry::Tombstone { stream: name }
+                } else {
+                    Entry::SoftDelete {
+                        deleted_before: state.next_version(),
+                        stream: name,
+                    }
+                })
+            })
+            .await?;
+        self.inner.snapshots.remove(stream).await?;
+        Ok(position)
+    }
+
+    /// Up to `max` visible events of `stream` starting at version `from_version`
+    /// (inclusive; backwards, `u64::MAX` means the last event).
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        validate_stream_name(stream)?;
+        let (positions, max_age_ms) = {
+            let index = self.inner.index.read();
+            let state = index
+                .streams
+                .get(stream)
+                .filter(|s| s.exists() || s.tombstoned);
+            let Some(state) = state else {
+                return Err(EventStoreError::StreamNotFound {
+                    stream: stream.to_string(),
+                });
+            };
+            if state.tombstoned {
+                return Err(EventStoreError::StreamDeleted {
+                    stream: stream.to_string(),
+                });
+            }
+            let first = state.first_visible_version();
+            let next = state.next_version();
+            let range: Box<dyn Iterator<Item = u64>> = match direction {
+                Direction::Forwards => Box::new(from_version.max(first)..next),
+                Direction::Backwards => {
+                    let top = from_version.min(next.saturating_sub(1));
+                    if next == 0 || top < first {
+                        Box::new(std::iter::empty())
+                    } else {
+                        Box::new((first..=top).rev())
+                    }
+                }
+            };
+            // Without an age limit, every selected event is visible: select only `max`.
+            let limit = if state.metadata.max_age_ms.is_some() {
+                usize::MAX
+            } else {
+                max
+            };
+            let positions: Vec<u64> = range
+                .filter_map(|v| usize::try_from(v).ok().and_then(|i| state.positions.get(i)))
+                .take(limit)
+                .copied()
+                .collect();
+            (positions, state.metadata.max_age_ms)
+        };
+        let cutoff_ms =
+            max_age_ms.map(|age| now_ms().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX)));
+        self.read_positions(&positions, max, |event| {
+            cutoff_ms.is_none_or(|cutoff| event.recorded_at_ms >= cutoff)
+        })
+    }
+
+    /// Reads the events at `positions` in the given order, keeping those `keep`
+    /// accepts, until `max` are kept or the read byte budget is spent.
+    pub(crate) fn read_positions(
+        &self,
+        positions: &[u64],
+        max: usize,
+        keep: impl Fn(&RecordedEvent) -> bool,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let mut out = Vec::new();
+        let mut bytes_left = self.inner.config.read_bytes_max;
+        let mut rest = positions;
+        while !rest.is_empty() && out.len() < max && bytes_left > 0 {
+            let run = run_length(rest, RUN_RECORDS_MAX);
+            let (run_positions, tail) = rest.split_at(run);
+            rest = tail;
+            let (Some(&a), Some(&b)) = (run_positions.first(), run_positions.last()) else {
+                break;
+            };
+            let (low, high) = (a.min(b), a.max(b));
+            let mut records = self.read_log(low, (high - low + 1) as usize, usize::MAX)?;
+            if a > b {
+                records.reverse();
+            }
+            for stored in records {
+                let size = stored.payload_bytes();
+                if let Some(event) = decode_recorded(&stored)? {
+                    if keep(&event) {
+                        if !out.is_empty() && size > bytes_left {
+                            return Ok(out);
+                        }
+                        bytes_left = bytes_left.saturating_sub(size);
+                        out.push(event);
+                        if out.len() >= max {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_log(
+        &self,
+        from: u64,
+        records: usize,
+        bytes: usize,
+    ) -> Result<Vec<StoredRecord>, EventStoreError> {
+        Ok(self.inner.log.read(from, records, bytes)?)
+    }
+
+    /// Up to `max` events of `$all` from `from_position` (inclusive). Backwards,
+    /// `u64::MAX` means the last event. A position past the end reads nothing.
+    pub fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        match direction {
+            Direction::Forwards => self
+                .scan_forwards(from_position, max, |_| true)
+                .map(|(events, _)| events),
+            Direction::Backwards => self.read_all_backwards(from_position, max),
+        }
+    }
+
+    /// Scans the log forwards from `from` (inclusive), keeping events `keep` accepts,
+    /// until `max` are kept, the byte budget is spent or the end is reached. Returns
+    /// them and the position to continue scanning from.
+    pub(crate) fn scan_forwards(
+        &self,
+        from: u64,
+        max: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<RecordedEvent>, u64), EventStoreError> {
+        let log = &self.inner.log;
+        let mut next = from.max(log.start_offset());
+        let mut out = Vec::new();
+        let mut bytes_left = self.inner.config.read_bytes_max;
+        while out.len() < max && next < log.next_offset() && bytes_left > 0 {
+            let records = self.read_log(next, SCAN_RECORDS, bytes_left)?;
+            if records.is_empty() {
+                break;
+            }
+            for stored in records {
+                next = stored.offset + 1;
+                bytes_left = bytes_left.saturating_sub(stored.payload_bytes());
+                let matches = stored
+                    .key
+                    .as_ref()
+                    .is_some_and(|k| std::str::from_utf8(k).is_ok_and(&keep));
+                if matches {
+                    if let Some(event) = decode_recorded(&stored)? {
+                        out.push(event);
+                        if out.len() >= max {
+                            return Ok((out, next));
+                        }
+                    }
+                }
+            }
+        }
+        Ok((out, next))
+    }
+
+    fn read_all_backwards(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let log = &self.inner.log;
+        let start = log.start_offset();
+        let mut end = from.saturating_add(1).min(log.next_offset());
+        let mut out = Vec::new();
+        let mut bytes_left = self.inner.config.read_bytes_max;
+        while end > start && out.len() < max {
+            let chunk_start = end.saturating_sub(BACKWARDS_CHUNK_RECORDS).max(start);
+            let mut records =
+                self.read_log(chunk_start, (end - chunk_start) as usize, usize::MAX)?;
+            records.reverse();
+            for stored in records {
+                if let Some(event) = decode_recorded(&stored)? {
+                    let size = stored.payload_bytes();
+                    if !out.is_empty() && size > bytes_left {
+                        return Ok(out);
+                    }
+                    bytes_left = bytes_left.saturating_sub(size);
+                    out.push(event);
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                }
+            }
+            end = chunk_start;
+        }
+        Ok(out)
+    }
+
+    /// Existing streams (not deleted), sorted by name, after `after`, at most `max`.
+    pub fn list_streams(&self, after: Option<&str>, max: usize) -> Vec<StreamInfo> {
+        let index = self.inner.index.read();
+        let range = match after {
+            Some(after) => index
+                .streams
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => index.streams.range::<str, _>(..),
+        };
+        range
+            .filter_map(|(name, state)| state.info(name))
+            .take(max)
+            .collect()
+    }
+
+    /// Saves `data` as the snapshot of `stream` at `version`, which must be a version
+    /// the stream has. A snapshot older than the stored one is ignored.
+    pub async fn save_snapshot(
+        &self,
+        stream: &str,
+        version: u64,
+        data: serde_json::Value,
+    ) -> Result<(), EventStoreError> {
+        validate_stream_name(stream)?;
+        {
+            let index = self.inner.index.read();
+            let state = index.streams.get(stream).filter(|s| s.exists());
+            let Some(state) = state else {
+                return Err(EventStoreError::StreamNotFound {
+                    stream: stream.to_string(),
+                });
+            };
+            if version >= state.next_version() || version < state.deleted_before {
+                return Err(EventStoreError::invalid(
+                    "version",
+                    format!(
+                        "stream `{stream}` has versions {}..={}; got {version}",
+                        state.deleted_before,
+                        state.next_version().saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        let snapshot = Snapshot {
+            stream: stream.to_string(),
+            version,
+            data,
+        };
+        self.inner.snapshots.save(snapshot).await
+    }
+
+    /// The latest snapshot of `stream`, if one was saved since its last delete.
+    pub async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, EventStoreError> {
+        validate_stream_name(stream)?;
+        let deleted_before = {
+            let index = self.inner.index.read();
+            match index.streams.get(stream) {
+                Some(state) if state.exists() => state.deleted_before,
+                Some(state) if state.tombstoned => {
+                    return Err(EventStoreError::StreamDeleted {
+                        stream: stream.to_string(),
+                    })
+                }
+                _ => return Ok(None),
+            }
+        };
+        Ok(self
+            .inner
+            .snapshots
+            .load(stream)
+            .await?
+            .filter(|s| s.version >= deleted_before))
+    }
+
+    /// A catch-up subscription delivering events after `from_position_exclusive`
+    /// (`None`: from the beginning), then live ones, with no gap and no duplicate.
+    pub fn subscribe(
+        &self,
+        target: SubscriptionTarget,
+        from_position_exclusive: Option<u64>,
+    ) -> Result<CatchUpSubscription, EventStoreError> {
+        if let SubscriptionTarget::Stream(stream) = &target {
+            validate_stream_name(stream)?;
+        }
+        if let SubscriptionTarget::Category(category) = &target {
+            let prefix = SubscriptionTarget::category_prefix(category);
+            validate_name("category", prefix.trim_end_matches('-'))
+                .map_err(EventStoreError::from)?;
+        }
+        Ok(CatchUpSubscription::new(
+            self.clone(),
+            target,
+            from_position_exclusive,
+        ))
+    }
+
+    /// Flushes and closes the log (waits for queued appends). Later writes fail with
+    /// `Closed`; reads keep working.
+    pub fn close(&self) -> Result<(), EventStoreError> {
+        self.inner.log.close()?;
+        Ok(())
+    }
+}
+
+/// How many leading positions form a run of neighbours (ascending or descending).
+fn run_length(positions: &[u64], cap: usize) -> usize {
+    let mut iter = positions.windows(2);
+    let Some(first) = iter.next() else {
+        return positions.len();
+    };
+    let (Some(&a), Some(&b)) = (first.first(), first.get(1)) else {
+        return 1;
+    };
+    let step: i128 = if b == a + 1 {
+        1
+    } else if a > 0 && b == a - 1 {
+        -1
+    } else {
+        return 1;
+    };
+    1 + positions
+        .windows(2)
+        .take(cap.saturating_sub(1))
+        .take_while(|w| match (w.first(), w.get(1)) {
+            (Some(&x), Some(&y)) => i128::from(y) - i128::from(x) == step,
+            _ => false,
+        })
+        .count()
+}
+
+/// The recorded event a log record holds, or `None` for a control record.
+pub(crate) fn decode_recorded(
+    stored: &StoredRecord,
+) -> Result<Option<RecordedEvent>, EventStoreError> {
+    let entry = record::decode(&stored.value).map_err(|reason| EventStoreError::Corrupt {
+        position: stored.offset,
+        reason,
+    })?;
+    Ok(match entry {
+        Entry::Event {
+            stream,
+            version,
+            event,
+        } => Some(RecordedEvent {
+            stream,
+            version,
+            position: stored.offset,
+            recorded_at_ms: stored.timestamp_ms,
+            event,
+        }),
+        _ => None,
+    })
+}
+
+fn rebuild_index(log: &PartitionLog) -> Result<Index, EventStoreError> {
+    let mut index = Index::default();
+    let mut next = log.start_offset();
+    let end = log.next_offset();
+    while next < end {
+        let records = log.read(next, 4096, 64 * 1024 * 1024)?;
+        if records.is_empty() {
+            break;
+        }
+        for stored in records {
+            next = stored.offset + 1;
+            let entry =
+                record::decode(&stored.value).map_err(|reason| EventStoreError::Corrupt {
+                    position: stored.offset,
+                    reason,
+                })?;
+            index.apply(stored.offset, entry)?;
+        }
+    }
+    Ok(index)
+}
+
+fn lock_dir(dir: &Path) -> Result<File, EventStoreError> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EventStoreError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EventStoreError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(EventStoreError::io(&path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_length;
+
+    #[test]
+    fn runs_of_neighbouring_positions() {
+        assert_eq!(run_length(&[], 64), 0);
+        assert_eq!(run_length(&[5], 64), 1);
+        assert_eq!(run_length(&[5, 6, 7, 9], 64), 3);
+        assert_eq!(run_length(&[5, 6, 7, 8], 2), 2);
+        assert_eq!(run_length(&[9, 8, 7, 3], 64), 3);
+        assert_eq!(run_length(&[1, 3], 64), 1);
+        assert_eq!(run_length(&[0, 1], 64), 2);
+    }
+}
