@@ -1,6 +1,7 @@
 //! The SDK's error: the server's `{code, message}` or a transport failure.
 
 use herald_broker::BrokerError;
+use herald_eventstore::{EventStoreError, ExpectedVersion};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -13,6 +14,22 @@ pub enum ClientError {
         message: String,
         field: Option<String>,
     },
+    /// An append's (or delete's) expected-version check failed; nothing was written.
+    #[error(
+        "wrong expected version for stream `{stream}`: expected {expected}, current {current:?}"
+    )]
+    WrongExpectedVersion {
+        stream: String,
+        expected: ExpectedVersion,
+        /// The stream's last version; `None` if the stream does not exist.
+        current: Option<u64>,
+    },
+    /// The stream does not exist (never written, or soft-deleted).
+    #[error("stream `{stream}` not found")]
+    StreamNotFound { stream: String },
+    /// The stream was hard-deleted (tombstoned).
+    #[error("stream `{stream}` is deleted permanently")]
+    StreamDeleted { stream: String },
     #[error("transport: {0}")]
     Transport(String),
     #[error("unexpected response: {0}")]
@@ -24,6 +41,9 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
+            ClientError::WrongExpectedVersion { .. } => Some("wrong_expected_version"),
+            ClientError::StreamNotFound { .. } => Some("stream_not_found"),
+            ClientError::StreamDeleted { .. } => Some("stream_deleted"),
             _ => None,
         }
     }
@@ -33,7 +53,10 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => *status == 429 || *status == 503,
             ClientError::Transport(_) => true,
-            ClientError::Protocol(_) => false,
+            ClientError::Protocol(_)
+            | ClientError::WrongExpectedVersion { .. }
+            | ClientError::StreamNotFound { .. }
+            | ClientError::StreamDeleted { .. } => false,
         }
     }
 }
@@ -53,5 +76,29 @@ impl From<BrokerError> for ClientError {
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
         ClientError::Transport(e.to_string())
+    }
+}
+
+impl From<EventStoreError> for ClientError {
+    fn from(e: EventStoreError) -> Self {
+        match e {
+            EventStoreError::WrongExpectedVersion {
+                stream,
+                expected,
+                current,
+            } => ClientError::WrongExpectedVersion {
+                stream,
+                expected,
+                current,
+            },
+            EventStoreError::StreamNotFound { stream } => ClientError::StreamNotFound { stream },
+            EventStoreError::StreamDeleted { stream } => ClientError::StreamDeleted { stream },
+            other => ClientError::Api {
+                status: other.http_status(),
+                code: other.code().to_string(),
+                message: other.to_string(),
+                field: other.field(),
+            },
+        }
     }
 }

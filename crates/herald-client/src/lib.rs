@@ -17,6 +17,7 @@
 
 mod error;
 mod remote;
+mod streams;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +29,12 @@ pub use herald_broker::{
 };
 use herald_broker::{Broker, BrokerConfig};
 pub use herald_core::{CloudEvent, Data, ExtensionValue};
+pub use herald_eventstore::{
+    AppendResult, Direction, EventStore, EventStoreConfig, ExpectedVersion, RecordedEvent,
+    Snapshot, StreamDescription, StreamInfo, StreamMetadata, SubscriptionTarget,
+};
 use serde::{Deserialize, Serialize};
+pub use streams::CatchUpSubscription;
 
 use crate::remote::Remote;
 
@@ -85,6 +91,8 @@ pub struct GroupOffset {
 #[derive(Clone)]
 pub struct Herald {
     transport: Transport,
+    /// The event store, in embedded mode (`<data_dir>/eventstore`).
+    eventstore: Option<EventStore>,
 }
 
 #[derive(Clone)]
@@ -98,6 +106,7 @@ impl Herald {
     pub fn connect(base_url: &str) -> Result<Self, ClientError> {
         Ok(Self {
             transport: Transport::Remote(Remote::new(base_url)?),
+            eventstore: None,
         })
     }
 
@@ -108,8 +117,12 @@ impl Herald {
 
     /// Embedded mode with explicit broker settings.
     pub async fn open_with(config: BrokerConfig) -> Result<Self, ClientError> {
+        let eventstore_dir = config.data_dir.join("eventstore");
+        let broker = Broker::open(config).await?;
+        let eventstore = streams::open_embedded(eventstore_dir).await?;
         Ok(Self {
-            transport: Transport::Embedded(Broker::open(config).await?),
+            transport: Transport::Embedded(broker),
+            eventstore: Some(eventstore),
         })
     }
 
@@ -325,10 +338,15 @@ impl Herald {
         }
     }
 
-    /// Embedded mode: flushes and closes the broker. Remote: nothing.
+    /// Embedded mode: flushes and closes the broker and the event store. Remote: nothing.
     pub async fn close(&self) {
         if let Transport::Embedded(b) = &self.transport {
             b.shutdown().await;
+        }
+        if let Some(store) = self.eventstore.clone() {
+            // Every acknowledged append is already durable; a failing close loses nothing
+            // acknowledged, and there is no caller left to tell.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
         }
     }
 }

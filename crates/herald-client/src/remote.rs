@@ -39,7 +39,7 @@ impl Remote {
         })
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{}", self.base, path))
     }
 
@@ -349,7 +349,7 @@ fn format_time(ms: i64) -> String {
     herald_broker::record::format_time_ms(ms)
 }
 
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
     ClientError::Api {

@@ -6,6 +6,7 @@
 //! - [`error`]: `{"error": {"code", "message", "field"}}` and status mapping.
 //! - [`topics`], [`events`], [`sse`], [`groups`]: one module per resource.
 //! - [`bus`]: subscriptions, queues, dead letters, push streams, filter tests.
+//! - [`streams`]: the event store (streams, `$all`, snapshots, catch-up subscriptions).
 
 pub mod admission;
 pub mod body;
@@ -16,6 +17,7 @@ pub mod groups;
 pub mod params;
 pub mod schemas;
 pub mod sse;
+pub mod streams;
 pub mod topics;
 
 use std::future::Future;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub options: HttpOptions,
     /// The event bus; `None` answers its routes with 503.
     pub bus: Option<herald_bus::Bus>,
+    /// The event store; `None` answers its routes with 503.
+    pub eventstore: Option<herald_eventstore::EventStore>,
 }
 
 /// The full router.
@@ -71,6 +75,16 @@ pub fn router_with_bus(
     bus: Option<herald_bus::Bus>,
     options: HttpOptions,
 ) -> Router {
+    router_with_eventstore(broker, bus, None, options)
+}
+
+/// The full router, with the bus and event-store routes served when given.
+pub fn router_with_eventstore(
+    broker: Broker,
+    bus: Option<herald_bus::Bus>,
+    eventstore: Option<herald_eventstore::EventStore>,
+    options: HttpOptions,
+) -> Router {
     let admission = admission::Admission::new(
         options.max_inflight_bytes,
         options.max_request_bytes,
@@ -80,9 +94,11 @@ pub fn router_with_bus(
         broker,
         options,
         bus,
+        eventstore,
     };
     Router::new()
         .merge(bus_routes())
+        .merge(stream_routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/topics", post(topics::create).get(topics::list))
@@ -152,6 +168,33 @@ fn bus_routes() -> Router<AppState> {
         .route("/v1/subscriptions/{name}/ws", get(push::websocket))
         .route("/v1/filters/test", post(filters::test))
         .route("/filters/test", post(filters::test))
+}
+
+fn stream_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/streams", get(streams::list))
+        .route(
+            "/v1/streams/{stream}",
+            post(streams::append)
+                .get(streams::read)
+                .delete(streams::delete),
+        )
+        .route(
+            "/v1/streams/{stream}/metadata",
+            get(streams::get_metadata).put(streams::put_metadata),
+        )
+        .route(
+            "/v1/streams/{stream}/snapshot",
+            get(streams::get_snapshot).put(streams::put_snapshot),
+        )
+        .route(
+            "/v1/streams/{stream}/subscribe",
+            get(streams::subscribe_stream),
+        )
+        .route(
+            "/v1/categories/{category}/subscribe",
+            get(streams::subscribe_category),
+        )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -3,11 +3,13 @@
 //! - [`serve`]: configuration (TOML file < env < flags), startup, graceful shutdown.
 //! - [`cli`]: client commands (topics, produce, consume/tail, groups) over HTTP.
 //! - [`bus_cli`]: event-bus commands (subscriptions, queue, dlq, filters) over HTTP.
+//! - [`streams_cli`]: event-store commands (streams, `$all`) over HTTP.
 
 mod bus_cli;
 mod cli;
 mod output;
 mod serve;
+mod streams_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +66,11 @@ enum Command {
     /// Test content filters against sample events.
     #[command(subcommand)]
     Filters(bus_cli::FiltersCommand),
+    /// Append to, read, list and delete event-store streams.
+    #[command(subcommand)]
+    Streams(streams_cli::StreamsCommand),
+    /// Read (or --follow) the global `$all` order of the event store.
+    All(streams_cli::AllArgs),
     /// Load-test Herald (embedded, HTTP) or a peer (NATS JetStream, Redis Streams);
     /// `bench limits` measures the machine, `bench table` compares results.
     Bench(herald_bench::BenchCommand),
@@ -95,6 +102,12 @@ fn main() -> std::process::ExitCode {
                 bus_cli::filters(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
             }
             Command::Bench(command) => herald_bench::run(command, cli.json).await,
+            Command::Streams(c) => {
+                streams_cli::streams(&herald_client::Herald::connect(&cli.url)?, cli.json, c).await
+            }
+            Command::All(a) => {
+                streams_cli::all(&herald_client::Herald::connect(&cli.url)?, cli.json, a).await
+            }
             command => {
                 let ctx = cli::Context::new(&cli.url, cli.json)?;
                 match command {
@@ -109,7 +122,9 @@ fn main() -> std::process::ExitCode {
                     | Command::Subscriptions(_)
                     | Command::Queue(_)
                     | Command::Dlq(_)
-                    | Command::Filters(_) => unreachable!("handled above"),
+                    | Command::Filters(_)
+                    | Command::Streams(_)
+                    | Command::All(_) => unreachable!("handled above"),
                 }
             }
         }

@@ -233,9 +233,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let bus = herald_bus::Bus::open(broker.clone(), herald_bus::BusConfig::new(&config.data_dir))
         .await
         .context("starting the event bus")?;
-    let router = herald_http::router_with_bus(
+    let eventstore = open_eventstore(&config.data_dir, config.max_event_bytes).await?;
+    let router = herald_http::router_with_eventstore(
         broker.clone(),
         Some(bus.clone()),
+        Some(eventstore.clone()),
         HttpOptions {
             max_request_bytes: config.max_request_bytes,
             max_inflight_bytes: config.max_inflight_bytes,
@@ -277,6 +279,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutdown requested: closing listeners, flushing partitions");
     bus.shutdown().await;
     broker.shutdown().await;
+    close_eventstore(eventstore).await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
@@ -294,6 +297,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("herald stopped");
     Ok(())
+}
+
+/// Opens the event store in `<data_dir>/eventstore` (fsync `always`).
+async fn open_eventstore(
+    data_dir: &std::path::Path,
+    max_event_bytes: usize,
+) -> anyhow::Result<herald_eventstore::EventStore> {
+    let dir = data_dir.join("eventstore");
+    let config = herald_eventstore::EventStoreConfig {
+        max_event_bytes,
+        ..herald_eventstore::EventStoreConfig::default()
+    };
+    tokio::task::spawn_blocking(move || herald_eventstore::EventStore::open(&dir, config))
+        .await
+        .context("opening the event store")?
+        .context("opening the event store")
+}
+
+async fn close_eventstore(store: herald_eventstore::EventStore) {
+    match tokio::task::spawn_blocking(move || store.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the event store failed"),
+        Err(e) => tracing::warn!(error = %e, "closing the event store panicked"),
+    }
 }
 
 /// Binds the Kafka listener; the advertised address defaults to the bound one.
