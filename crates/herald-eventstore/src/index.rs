@@ -157,7 +157,7 @@ mod tests {
         Entry::Event {
             stream: stream.into(),
             version,
-            event: CloudEvent::new("i", "/s", "t"),
+            event: Box::new(CloudEvent::new("i", "/s", "t")),
         }
     }
 

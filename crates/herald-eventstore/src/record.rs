@@ -26,7 +26,7 @@ pub enum Entry {
     Event {
         stream: String,
         version: u64,
-        event: CloudEvent,
+        event: Box<CloudEvent>,
     },
     Metadata {
         stream: String,
@@ -107,7 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
         KIND_EVENT => {
             let version = reader.u64()?;
             let rest = reader.rest();
-            let event = decode_event(rest).map_err(|e| format!("event body: {e}"))?;
+            let event = Box::new(decode_event(rest).map_err(|e| format!("event body: {e}"))?);
             return Ok(Entry::Event {
                 stream,
                 version,
@@ -207,7 +207,7 @@ mod tests {
                 Entry::Event {
                     stream: "order-1".into(),
                     version: 7,
-                    event,
+                    event: Box::new(event),
                 },
             ),
             (

@@ -230,7 +230,7 @@ impl EventStore {
         bodies: Vec<Vec<u8>>,
     ) -> Result<AppendResult, EventStoreError> {
         let writer = self.writer_lock(stream);
-        let result = {
+        let result = async {
             let _guard = writer.lock().await;
             let first_version = {
                 let index = self.inner.index.read();
@@ -268,7 +268,8 @@ impl EventStore {
                 next_expected_version: first_version + bodies.len() as u64 - 1,
                 position: outcome.last_offset,
             })
-        };
+        }
+        .await;
         self.release_writer_lock(stream, writer);
         result
     }
@@ -772,7 +773,7 @@ pub(crate) fn decode_recorded(
             version,
             position: stored.offset,
             recorded_at_ms: stored.timestamp_ms,
-            event,
+            event: *event,
         }),
         _ => None,
     })

@@ -36,8 +36,11 @@ fn seed() -> u64 {
     seed
 }
 
+/// A stream's events as (version, position, id).
+type StreamDump = (String, Vec<(u64, u64, String)>);
+
 /// Everything a store answers, for comparing two stores.
-fn dump(store: &EventStore) -> (Vec<String>, Vec<(String, Vec<(u64, u64, String)>)>) {
+fn dump(store: &EventStore) -> (Vec<String>, Vec<StreamDump>) {
     let all: Vec<String> = store
         .read_all(0, usize::MAX, Direction::Forwards)
         .expect("read $all")

@@ -38,16 +38,43 @@ const SSE_BUFFER_EVENTS: usize = 256;
 /// The header that may carry the expected version of an append.
 pub const EXPECTED_VERSION_HEADER: &str = "herald-expected-version";
 
-type HandlerResult = Result<Response, Response>;
+type HandlerResult = Result<Response, StreamsError>;
 
-fn store(state: &AppState) -> Result<&EventStore, Response> {
+/// An error answer of a streams route: an API error or an event-store error.
+#[derive(Debug)]
+pub enum StreamsError {
+    Api(ApiError),
+    Store(EventStoreError),
+}
+
+impl From<ApiError> for StreamsError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<EventStoreError> for StreamsError {
+    fn from(e: EventStoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl IntoResponse for StreamsError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(e) => e.into_response(),
+            Self::Store(e) => error_response(e),
+        }
+    }
+}
+
+fn store(state: &AppState) -> Result<&EventStore, StreamsError> {
     state.eventstore.as_ref().ok_or_else(|| {
-        ApiError::new(
+        StreamsError::Api(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "this server runs without an event store",
-        )
-        .into_response()
+        ))
     })
 }
 
@@ -79,8 +106,8 @@ pub fn error_response(error: EventStoreError) -> Response {
     api.into_response()
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> Response {
-    ApiError::invalid(field, message).into_response()
+fn invalid(field: &str, message: impl Into<String>) -> StreamsError {
+    StreamsError::Api(ApiError::invalid(field, message))
 }
 
 /// `POST /v1/streams/{stream}`: `{"expected_version"?, "events": [CloudEvent...]}` or a
@@ -99,7 +126,7 @@ pub async fn append(
             let text = v
                 .to_str()
                 .map_err(|_| invalid("expected_version", "header is not ASCII"))?;
-            Some(ExpectedVersion::parse(text).map_err(error_response)?)
+            Some(ExpectedVersion::parse(text)?)
         }
         None => None,
     };
@@ -107,7 +134,7 @@ pub async fn append(
         Value::Array(events) => (None, events),
         Value::Object(mut object) => {
             let expected = match object.remove("expected_version") {
-                Some(v) => Some(ExpectedVersion::from_json(&v).map_err(error_response)?),
+                Some(v) => Some(ExpectedVersion::from_json(&v)?),
                 None => None,
             };
             match object.remove("events") {
@@ -135,25 +162,22 @@ pub async fn append(
                 .map_err(|e| invalid(&format!("events[{i}].{}", e.field), e.message))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let result = store
-        .append(&stream, expected, events)
-        .await
-        .map_err(error_response)?;
+    let result = store.append(&stream, expected, events).await?;
     Ok(Json(result).into_response())
 }
 
-fn read_params(query: &QueryMap) -> Result<(Direction, Option<u64>, usize), Response> {
+fn read_params(query: &QueryMap) -> Result<(Direction, Option<u64>, usize), StreamsError> {
     let direction = match query.get("direction") {
-        Some(d) => Direction::parse(d).map_err(error_response)?,
+        Some(d) => Direction::parse(d)?,
         None => Direction::Forwards,
     };
     let from = match query.get("from").map(String::as_str) {
         None => None,
         Some("start") => Some(0),
         Some("end") => Some(u64::MAX),
-        Some(_) => opt_u64(query, "from").map_err(IntoResponse::into_response)?,
+        Some(_) => opt_u64(query, "from")?,
     };
-    let max = match opt_u64(query, "max").map_err(IntoResponse::into_response)? {
+    let max = match opt_u64(query, "max")? {
         None => READ_EVENTS_DEFAULT,
         Some(m) if m as usize > READ_EVENTS_MAX => {
             return Err(invalid("max", format!("must be at most {READ_EVENTS_MAX}")))
@@ -180,8 +204,7 @@ pub async fn read(
         store.read_all(from, max, direction)
     } else {
         store.read_stream(&stream, from, max, direction)
-    }
-    .map_err(error_response)?;
+    }?;
     // Where the next page starts: a version for a stream, a position for `$all`.
     let key = |e: &herald_eventstore::RecordedEvent| if all { e.position } else { e.version };
     let next = match (direction, events.last()) {
@@ -202,7 +225,7 @@ pub async fn read(
 /// `GET /v1/streams?after=&max=`: existing streams, sorted by name.
 pub async fn list(State(state): State<AppState>, Query(query): Query<QueryMap>) -> HandlerResult {
     let store = store(&state)?;
-    let max = match opt_u64(&query, "max").map_err(IntoResponse::into_response)? {
+    let max = match opt_u64(&query, "max")? {
         None => 1000,
         Some(m) if m as usize > READ_EVENTS_MAX => {
             return Err(invalid("max", format!("must be at most {READ_EVENTS_MAX}")))
@@ -219,7 +242,7 @@ pub async fn get_metadata(
     Path(stream): Path<String>,
 ) -> HandlerResult {
     let store = store(&state)?;
-    let description = store.describe_stream(&stream).map_err(error_response)?;
+    let description = store.describe_stream(&stream)?;
     Ok(Json(description).into_response())
 }
 
@@ -232,10 +255,7 @@ pub async fn put_metadata(
     let store = store(&state)?;
     let metadata: StreamMetadata =
         serde_json::from_slice(&body.0).map_err(|e| invalid("metadata", format!("{e}")))?;
-    let description = store
-        .set_metadata(&stream, metadata)
-        .await
-        .map_err(error_response)?;
+    let description = store.set_metadata(&stream, metadata).await?;
     Ok(Json(description).into_response())
 }
 
@@ -258,13 +278,10 @@ pub async fn delete(
         }
     };
     let expected = match query.get("expected_version") {
-        Some(v) => ExpectedVersion::parse(v).map_err(error_response)?,
+        Some(v) => ExpectedVersion::parse(v)?,
         None => ExpectedVersion::Any,
     };
-    let position = store
-        .delete_stream(&stream, expected, hard)
-        .await
-        .map_err(error_response)?;
+    let position = store.delete_stream(&stream, expected, hard).await?;
     Ok(Json(json!({"stream": stream, "hard": hard, "position": position})).into_response())
 }
 
@@ -285,10 +302,7 @@ pub async fn put_snapshot(
         .get("data")
         .cloned()
         .ok_or_else(|| invalid("data", "is missing"))?;
-    store
-        .save_snapshot(&stream, version, data)
-        .await
-        .map_err(error_response)?;
+    store.save_snapshot(&stream, version, data).await?;
     Ok(Json(json!({"stream": stream, "version": version})).into_response())
 }
 
@@ -298,7 +312,7 @@ pub async fn get_snapshot(
     Path(stream): Path<String>,
 ) -> HandlerResult {
     let store = store(&state)?;
-    let snapshot = store.load_snapshot(&stream).await.map_err(error_response)?;
+    let snapshot = store.load_snapshot(&stream).await?;
     Ok(Json(json!({ "snapshot": snapshot })).into_response())
 }
 
@@ -309,7 +323,7 @@ pub async fn subscribe_stream(
     State(state): State<AppState>,
     Path(stream): Path<String>,
     Query(query): Query<QueryMap>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, StreamsError> {
     let target = if stream == ALL_STREAM {
         SubscriptionTarget::All
     } else {
@@ -323,7 +337,7 @@ pub async fn subscribe_category(
     State(state): State<AppState>,
     Path(category): Path<String>,
     Query(query): Query<QueryMap>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, StreamsError> {
     subscribe(&state, SubscriptionTarget::Category(category), &query)
 }
 
@@ -331,14 +345,14 @@ fn subscribe(
     state: &AppState,
     target: SubscriptionTarget,
     query: &QueryMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, StreamsError> {
     let store = store(state)?;
     let from = match query.get("from").map(String::as_str) {
         None | Some("start") => None,
         Some("end") => store.end_position().checked_sub(1),
-        Some(_) => opt_u64(query, "from").map_err(IntoResponse::into_response)?,
+        Some(_) => opt_u64(query, "from")?,
     };
-    let subscription = store.subscribe(target, from).map_err(error_response)?;
+    let subscription = store.subscribe(target, from)?;
     let (tx, rx) = mpsc::channel(SSE_BUFFER_EVENTS);
     tokio::spawn(pump(subscription, tx));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(
