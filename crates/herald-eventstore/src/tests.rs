@@ -485,3 +485,49 @@ async fn a_second_open_of_the_same_directory_is_refused() {
         Err(EventStoreError::Locked { .. })
     ));
 }
+
+/// Throughput and reopen figures (run explicitly: `cargo nextest run -p herald-eventstore
+/// --run-ignored only -E 'test(measure)' --no-capture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_append_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let writers: u64 = 16;
+    let appends_per_writer: u64 = 500;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..appends_per_writer {
+                    let events = (0..4).map(|j| event(&format!("{w}-{i}-{j}"))).collect();
+                    store
+                        .append(&format!("agg-{w}"), ExpectedVersion::Any, events)
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let elapsed = started.elapsed();
+    let events = writers * appends_per_writer * 4;
+    eprintln!(
+        "appends: {} of 4 events from {writers} writers in {elapsed:?}: {:.0} appends/s, {:.0} events/s (fsync always)",
+        writers * appends_per_writer,
+        f64::from(u32::try_from(writers * appends_per_writer).unwrap_or(0)) / elapsed.as_secs_f64(),
+        f64::from(u32::try_from(events).unwrap_or(0)) / elapsed.as_secs_f64()
+    );
+    store.close().expect("close");
+    drop(store);
+    let started = std::time::Instant::now();
+    let reopened = open(dir.path());
+    eprintln!(
+        "reopen (index rebuild) of {events} events: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(reopened.end_position(), events);
+}
