@@ -1,0 +1,224 @@
+//! CQRS projections: a [`Projection`] folds events into tables of an SQLite database; the
+//! [`ProjectionRunner`] feeds it batches from an [`EventSource`].
+//!
+//! Invariant: each batch is applied in one SQLite transaction that also moves the
+//! projection's checkpoint to the last position of the batch, so after a crash (kill -9
+//! included) the read model and the checkpoint agree and no event is applied twice or
+//! skipped. A handler error rolls the whole batch back and stops the runner at that event.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction};
+
+use crate::source::{EventSource, SourcedEvent};
+use crate::{db, FlowError, HandlerError};
+
+/// Batches are at most this many events unless [`ProjectionRunner::with_batch_max`] says so.
+pub const BATCH_MAX_DEFAULT: usize = 256;
+/// How long [`ProjectionRunner::run`] waits before polling an idle source again.
+pub const POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(50);
+/// The longest pause between retries of a transient failure.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A read model built from events.
+pub trait Projection: Send {
+    /// Unique name; it keys the checkpoint, so two projections can share one database.
+    fn name(&self) -> &str;
+
+    /// Creates the read-model tables if they are missing (runs at every open).
+    fn setup(&self, tx: &Transaction<'_>) -> Result<(), HandlerError>;
+
+    /// Empties the read model (for [`ProjectionRunner::rebuild`]).
+    fn reset(&self, tx: &Transaction<'_>) -> Result<(), HandlerError>;
+
+    /// Applies one event. An error stops the runner; nothing of the batch is kept.
+    fn apply(&mut self, tx: &Transaction<'_>, event: &SourcedEvent) -> Result<(), HandlerError>;
+}
+
+/// How far a projection is behind its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// The source's newest position (`None`: empty source).
+    pub head: Option<u64>,
+    /// The last position applied (`None`: nothing yet).
+    pub checkpoint: Option<u64>,
+    /// `head - checkpoint` in positions (events, for `$all` and topic sources).
+    pub positions_behind: u64,
+}
+
+/// Runs one projection against one source and one SQLite database.
+pub struct ProjectionRunner<S, P> {
+    source: S,
+    projection: P,
+    conn: Connection,
+    batch_max: usize,
+    poll_interval: Duration,
+}
+
+impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
+    /// Opens (creating) the database at `path` and the projection's tables.
+    pub fn open(path: &Path, source: S, projection: P) -> Result<Self, FlowError> {
+        Self::with_connection(db::open(path)?, source, projection)
+    }
+
+    /// A runner on a private in-memory database (tests, throwaway views).
+    pub fn open_in_memory(source: S, projection: P) -> Result<Self, FlowError> {
+        Self::with_connection(db::open_in_memory()?, source, projection)
+    }
+
+    fn with_connection(mut conn: Connection, source: S, projection: P) -> Result<Self, FlowError> {
+        let tx = conn.transaction()?;
+        projection
+            .setup(&tx)
+            .map_err(|e| handler_error(&projection, None, e))?;
+        tx.commit()?;
+        Ok(Self {
+            source,
+            projection,
+            conn,
+            batch_max: BATCH_MAX_DEFAULT,
+            poll_interval: POLL_INTERVAL_DEFAULT,
+        })
+    }
+
+    /// Sets the largest batch (one transaction); at least 1.
+    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
+        self.batch_max = batch_max.max(1);
+        self
+    }
+
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// The database, to query the read model.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The last position applied, `None` before the first event.
+    pub fn checkpoint(&self) -> Result<Option<u64>, FlowError> {
+        db::checkpoint(&self.conn, self.projection.name())
+    }
+
+    /// Reads and applies one batch; returns how many events were applied.
+    pub async fn step(&mut self) -> Result<usize, FlowError> {
+        let checkpoint = self.checkpoint()?;
+        let batch = self.source.read_after(checkpoint, self.batch_max).await?;
+        let Some(scanned_to) = batch.scanned_to else {
+            return Ok(0);
+        };
+        if checkpoint.is_some_and(|c| scanned_to <= c) {
+            return Ok(0);
+        }
+        let name = self.projection.name().to_string();
+        let tx = self.conn.transaction()?;
+        for event in &batch.events {
+            self.projection
+                .apply(&tx, event)
+                .map_err(|e| handler_error(&self.projection, Some(event), e))?;
+        }
+        db::set_checkpoint(&tx, &name, scanned_to)?;
+        tx.commit()?;
+        Ok(batch.events.len())
+    }
+
+    /// Applies batches until the source has nothing newer; returns the events applied.
+    pub async fn catch_up(&mut self) -> Result<u64, FlowError> {
+        let mut applied = 0u64;
+        loop {
+            let before = self.checkpoint()?;
+            let count = self.step().await?;
+            applied += count as u64;
+            if self.checkpoint()? == before {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Empties the read model and its checkpoint in one transaction, then catches up
+    /// from the beginning of the source. Returns the events applied.
+    pub async fn rebuild(&mut self) -> Result<u64, FlowError> {
+        let name = self.projection.name().to_string();
+        let tx = self.conn.transaction()?;
+        self.projection
+            .reset(&tx)
+            .map_err(|e| handler_error(&self.projection, None, e))?;
+        self.projection
+            .setup(&tx)
+            .map_err(|e| handler_error(&self.projection, None, e))?;
+        db::clear_checkpoint(&tx, &name)?;
+        tx.commit()?;
+        self.catch_up().await
+    }
+
+    /// Head of the source minus the checkpoint.
+    pub async fn lag(&self) -> Result<Lag, FlowError> {
+        let head = self.source.head().await?;
+        let checkpoint = self.checkpoint()?;
+        let positions_behind = match (head, checkpoint) {
+            (None, _) => 0,
+            (Some(h), None) => h + 1,
+            (Some(h), Some(c)) => h.saturating_sub(c),
+        };
+        Ok(Lag {
+            head,
+            checkpoint,
+            positions_behind,
+        })
+    }
+
+    /// Applies batches until `shutdown` resolves, polling an idle source every poll
+    /// interval. Transient failures (server unreachable, busy) are retried with backoff;
+    /// any other error (a handler rejecting an event) is returned.
+    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), FlowError> {
+        tokio::pin!(shutdown);
+        let mut backoff = self.poll_interval;
+        loop {
+            let pause = match self.step().await {
+                Ok(count) => {
+                    backoff = self.poll_interval;
+                    if count > 0 {
+                        Duration::ZERO
+                    } else {
+                        self.poll_interval
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(projection = self.projection.name(), error = %e, "retrying");
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), BACKOFF_MAX);
+                    backoff
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+fn handler_error<P: Projection>(
+    projection: &P,
+    event: Option<&SourcedEvent>,
+    error: HandlerError,
+) -> FlowError {
+    FlowError::Handler {
+        projection: projection.name().to_string(),
+        position: event.map_or(0, |e| e.position),
+        event_id: event.map_or_else(String::new, |e| e.event.id.clone()),
+        message: error.0,
+    }
+}
