@@ -8,7 +8,9 @@
 //!   retries and compensation in reverse order, commands sent through an outbox.
 //! - [`reactor`]: at-least-once handlers with side effects (choreography participants,
 //!   command handlers), checkpointed in SQLite.
-//! - [`aggregate`]: the event-sourced aggregate contract and its repository on event streams.
+//! - [`aggregate`]: the event-sourced aggregate contract (pure: no I/O).
+//! - [`store`]: the event store side: `$all`/category sources, a stream command sink, and
+//!   the aggregate repository (expected-version appends).
 //! - [`causation`]: correlation/causation ids carried from event to event.
 //! - [`clock`]: the time source sagas use, so tests can drive time (see `herald-testkit`).
 //!
@@ -24,6 +26,7 @@ pub mod projection;
 pub mod reactor;
 pub mod saga;
 pub mod source;
+pub mod store;
 
 pub use aggregate::Aggregate;
 pub use causation::follow;
@@ -36,3 +39,4 @@ pub use saga::{
     StepDefinition, TopicSink,
 };
 pub use source::{Batch, EventSource, SourcedEvent, TopicSource};
+pub use store::{ExecuteError, Repository, StoreSource, StreamSink};
