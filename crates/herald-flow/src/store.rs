@@ -50,10 +50,7 @@ impl StoreSource {
 impl EventSource for StoreSource {
     async fn read_after(&self, after: Option<u64>, max: usize) -> Result<Batch, FlowError> {
         let from = after.map_or(0, |a| a.saturating_add(1));
-        let records = self
-            .herald
-            .read_all(from, max, Direction::Forwards)
-            .await?;
+        let records = self.herald.read_all(from, max, Direction::Forwards).await?;
         let scanned_to = records.last().map(|r| r.position).or(after);
         let events = records
             .into_iter()
@@ -235,12 +232,11 @@ impl<A: Aggregate> Repository<A> {
             for (offset, event) in events.iter().enumerate() {
                 // Stream + version is unique, so the id is too (and stable across retries).
                 let id = format!("{stream}@{}", first + offset as u64);
-                let encoded = encode::<A>(event, id, &self.source).map_err(|e| {
-                    FlowError::Invalid {
+                let encoded =
+                    encode::<A>(event, id, &self.source).map_err(|e| FlowError::Invalid {
                         what: "aggregate event",
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 cloud.push(decorate(encoded));
             }
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);

@@ -36,7 +36,9 @@ impl Projection for Ids {
 #[tokio::test]
 async fn projects_a_topic_partition_and_resumes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let herald = Herald::open(dir.path().join("data")).await.expect("embedded herald");
+    let herald = Herald::open(dir.path().join("data"))
+        .await
+        .expect("embedded herald");
     herald
         .create_topic("orders", TopicConfig::with_partitions(1))
         .await
@@ -45,7 +47,10 @@ async fn projects_a_topic_partition_and_resumes() {
     assert_eq!(source.head().await.expect("head"), None);
     for i in 0..7 {
         herald
-            .publish("orders", CloudEvent::new(format!("e{i}"), "/t", "order.placed"))
+            .publish(
+                "orders",
+                CloudEvent::new(format!("e{i}"), "/t", "order.placed"),
+            )
             .await
             .expect("publish");
     }
@@ -56,7 +61,10 @@ async fn projects_a_topic_partition_and_resumes() {
             .with_batch_max(3);
         assert_eq!(runner.step().await.expect("step"), 3);
         let lag = runner.lag().await.expect("lag");
-        assert_eq!((lag.head, lag.checkpoint, lag.positions_behind), (Some(6), Some(2), 4));
+        assert_eq!(
+            (lag.head, lag.checkpoint, lag.positions_behind),
+            (Some(6), Some(2), 4)
+        );
     }
     let mut runner = ProjectionRunner::open(&db, source, Ids).expect("reopen");
     assert_eq!(runner.catch_up().await.expect("catch up"), 4);

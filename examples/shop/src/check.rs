@@ -10,8 +10,8 @@ use herald_flow::aggregate::decode;
 use serde::Serialize;
 
 use crate::domain::{
-    Account, AccountEvent, Order, OrderInfo, Shipment, ShipmentEvent, Stock,
-    StockEvent, UNDELIVERABLE_ADDRESS,
+    Account, AccountEvent, Order, OrderInfo, Shipment, ShipmentEvent, Stock, StockEvent,
+    UNDELIVERABLE_ADDRESS,
 };
 use crate::projection::SummaryRow;
 use crate::setup::{POOR_CUSTOMER, SCARCE_SKU};
@@ -73,7 +73,10 @@ pub async fn read_everything(herald: &Herald) -> anyhow::Result<Vec<RecordedEven
 
 /// What the order should end as, from the failures injected into it.
 pub fn expected_status(order: &OrderInfo) -> &'static str {
-    if order.customer == POOR_CUSTOMER || order.sku == SCARCE_SKU || order.address == UNDELIVERABLE_ADDRESS {
+    if order.customer == POOR_CUSTOMER
+        || order.sku == SCARCE_SKU
+        || order.address == UNDELIVERABLE_ADDRESS
+    {
         "cancelled"
     } else {
         "completed"
@@ -88,7 +91,10 @@ pub fn check(records: &[RecordedEvent], summary: Option<&[SummaryRow]>) -> Repor
     };
     let mut streams: BTreeMap<&str, Vec<&RecordedEvent>> = BTreeMap::new();
     for record in records {
-        streams.entry(record.stream.as_str()).or_default().push(record);
+        streams
+            .entry(record.stream.as_str())
+            .or_default()
+            .push(record);
     }
     let mut orders: BTreeMap<String, Order> = BTreeMap::new();
     let mut order_events: BTreeMap<String, i64> = BTreeMap::new();
@@ -99,7 +105,9 @@ pub fn check(records: &[RecordedEvent], summary: Option<&[SummaryRow]>) -> Repor
             for record in events {
                 match decode::<Order>(&record.event) {
                     Ok(event) => herald_flow::Aggregate::apply(&mut order, &event),
-                    Err(e) => report.problems.push(format!("{stream}: undecodable event: {e}")),
+                    Err(e) => report
+                        .problems
+                        .push(format!("{stream}: undecodable event: {e}")),
                 }
             }
             order_events.insert(id.to_string(), events.len() as i64);
@@ -115,7 +123,9 @@ pub fn check(records: &[RecordedEvent], summary: Option<&[SummaryRow]>) -> Repor
                 match &event {
                     AccountEvent::Opened { balance, .. } => report.balance_initial += balance,
                     AccountEvent::Charged { order } => effect(&mut effects, order).charged += 1,
-                    AccountEvent::Declined { order, .. } => effect(&mut effects, order).declined += 1,
+                    AccountEvent::Declined { order, .. } => {
+                        effect(&mut effects, order).declined += 1
+                    }
                     AccountEvent::Refunded { order } => effect(&mut effects, order).refunded += 1,
                     AccountEvent::RefundSkipped { order } => {
                         effect(&mut effects, order).refund_skipped += 1
@@ -150,7 +160,9 @@ pub fn check(records: &[RecordedEvent], summary: Option<&[SummaryRow]>) -> Repor
                 };
                 match &event {
                     ShipmentEvent::Created { order } => effect(&mut effects, order).shipped += 1,
-                    ShipmentEvent::Failed { order, .. } => effect(&mut effects, order).ship_failed += 1,
+                    ShipmentEvent::Failed { order, .. } => {
+                        effect(&mut effects, order).ship_failed += 1
+                    }
                 }
             }
         }
@@ -158,7 +170,9 @@ pub fn check(records: &[RecordedEvent], summary: Option<&[SummaryRow]>) -> Repor
     report.orders = orders.len();
     for (id, order) in &orders {
         let Some(info) = &order.info else {
-            report.problems.push(format!("order {id}: stream without order.placed"));
+            report
+                .problems
+                .push(format!("order {id}: stream without order.placed"));
             continue;
         };
         let e = effects.get(id).cloned().unwrap_or_default();
@@ -166,7 +180,9 @@ pub fn check(records: &[RecordedEvent], summary: Option<&[SummaryRow]>) -> Repor
     }
     for id in effects.keys() {
         if !orders.contains_key(id) {
-            report.problems.push(format!("effects for unknown order {id}"));
+            report
+                .problems
+                .push(format!("effects for unknown order {id}"));
         }
     }
     if report.balance_initial != report.balance_final + report.revenue {
@@ -194,10 +210,17 @@ fn effect<'a>(effects: &'a mut BTreeMap<String, Effects>, order: &OrderInfo) -> 
 fn check_order(report: &mut Report, id: &str, order: &Order, info: &OrderInfo, e: &Effects) {
     use crate::domain::OrderStatus;
     let mut problem = |text: String| report.problems.push(format!("order {id}: {text} ({e:?})"));
-    let doubled = [e.charged, e.declined, e.refunded, e.refund_skipped, e.reserved, e.rejected]
-        .iter()
-        .chain([e.released, e.release_skipped, e.shipped, e.ship_failed].iter())
-        .any(|&n| n > 1);
+    let doubled = [
+        e.charged,
+        e.declined,
+        e.refunded,
+        e.refund_skipped,
+        e.reserved,
+        e.rejected,
+    ]
+    .iter()
+    .chain([e.released, e.release_skipped, e.shipped, e.ship_failed].iter())
+    .any(|&n| n > 1);
     if doubled {
         problem("an effect happened more than once".into());
     }
@@ -223,7 +246,10 @@ fn check_order(report: &mut Report, id: &str, order: &Order, info: &OrderInfo, e
     }
     let expected = expected_status(info);
     if order.status.as_str() != expected {
-        problem(format!("ended {} but its injected failures say {expected}", order.status.as_str()));
+        problem(format!(
+            "ended {} but its injected failures say {expected}",
+            order.status.as_str()
+        ));
     }
 }
 
@@ -242,7 +268,9 @@ fn check_summary(
     }
     for row in rows {
         let Some(order) = orders.get(&row.order_id) else {
-            report.problems.push(format!("read model has unknown order {}", row.order_id));
+            report
+                .problems
+                .push(format!("read model has unknown order {}", row.order_id));
             continue;
         };
         let events = order_events.get(&row.order_id).copied().unwrap_or(0);

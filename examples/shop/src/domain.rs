@@ -121,7 +121,9 @@ impl Aggregate for Order {
                     order: order.clone(),
                 }])
             }
-            (OrderCommand::Place(order), _, _) => Err(ShopError::OrderExists(order.order_id.clone())),
+            (OrderCommand::Place(order), _, _) => {
+                Err(ShopError::OrderExists(order.order_id.clone()))
+            }
             (_, OrderStatus::New, _) | (_, _, None) => Err(ShopError::UnknownOrder),
             (OrderCommand::Complete, OrderStatus::Placed, Some(order)) => {
                 Ok(vec![OrderEvent::Completed {
@@ -147,9 +149,7 @@ impl Aggregate for Order {
 
 fn validate_order(order: &OrderInfo) -> Result<(), ShopError> {
     let valid_id = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     if !valid_id(&order.order_id) || !valid_id(&order.customer) || !valid_id(&order.sku) {
         return Err(ShopError::InvalidOrder(
@@ -186,13 +186,25 @@ pub enum AccountCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AccountEvent {
-    Opened { customer: String, balance: u64 },
-    Charged { order: OrderInfo },
-    Declined { order: OrderInfo, reason: String },
-    Refunded { order: OrderInfo },
+    Opened {
+        customer: String,
+        balance: u64,
+    },
+    Charged {
+        order: OrderInfo,
+    },
+    Declined {
+        order: OrderInfo,
+        reason: String,
+    },
+    Refunded {
+        order: OrderInfo,
+    },
     /// A refund for an order this account never charged (a charge that timed out and
     /// never happened): nothing to give back, but the compensation is answered.
-    RefundSkipped { order: OrderInfo },
+    RefundSkipped {
+        order: OrderInfo,
+    },
 }
 
 impl Aggregate for Account {
@@ -359,7 +371,9 @@ impl Aggregate for Stock {
         match command {
             StockCommand::Add { sku, quantity } => {
                 if *quantity == 0 {
-                    return Err(ShopError::InvalidAmount("stock to add must be positive".into()));
+                    return Err(ShopError::InvalidAmount(
+                        "stock to add must be positive".into(),
+                    ));
                 }
                 Ok(vec![StockEvent::Added {
                     sku: sku.clone(),

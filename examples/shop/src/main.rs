@@ -14,10 +14,18 @@ use shop::projection::{dump, OrderSummary};
 use shop::services::{Service, ServiceReactor, Variant};
 
 #[derive(Parser)]
-#[command(name = "shop", about = "Herald example shop: services, saga, projection, checks")]
+#[command(
+    name = "shop",
+    about = "Herald example shop: services, saga, projection, checks"
+)]
 struct Cli {
     /// Herald server URL.
-    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "HERALD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     #[command(subcommand)]
     command: Command,
@@ -138,7 +146,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter(|(_, i)| *i != shop::setup::Injected::None)
                 .count();
-            println!("placed {} orders (seed {seed}, {failing} with an injected failure)", placed.len());
+            println!(
+                "placed {} orders (seed {seed}, {failing} with an injected failure)",
+                placed.len()
+            );
         }
         Command::Order(args) => serve(herald, Service::Order, args).await?,
         Command::Payment(args) => serve(herald, Service::Payment, args).await?,
@@ -149,7 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             step_timeout_ms,
             attempts,
         } => {
-            std::fs::create_dir_all(&state_dir).with_context(|| format!("create {}", state_dir.display()))?;
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("create {}", state_dir.display()))?;
             let definition = shop::saga::checkout(Duration::from_millis(step_timeout_ms), attempts);
             let mut runner = SagaRunner::open(
                 &state_dir.join("orchestrator.db"),
@@ -168,8 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status,
             batch,
         } => {
-            let mut runner = ProjectionRunner::open(&db, StoreSource::category(herald, "order-"), OrderSummary)?
-                .with_batch_max(batch);
+            let mut runner =
+                ProjectionRunner::open(&db, StoreSource::category(herald, "order-"), OrderSummary)?
+                    .with_batch_max(batch);
             if status {
                 let lag = runner.lag().await?;
                 let (rows, _) = dump(runner.connection())?;
@@ -193,7 +206,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runner.run(shutdown_signal()).await?;
             }
             let lag = runner.lag().await?;
-            println!("projection at {:?}, {} positions behind", lag.checkpoint, lag.positions_behind);
+            println!(
+                "projection at {:?}, {} positions behind",
+                lag.checkpoint, lag.positions_behind
+            );
         }
         Command::Check {
             orders,
@@ -202,11 +218,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let summary = || {
                 let path = projection_db.as_ref()?;
-                let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .ok()?;
                 dump(&conn).ok().map(|(rows, _)| rows)
             };
-            let report =
-                shop::check::wait_and_check(&herald, orders, Duration::from_secs(timeout_secs), summary).await?;
+            let report = shop::check::wait_and_check(
+                &herald,
+                orders,
+                Duration::from_secs(timeout_secs),
+                summary,
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.is_consistent() || report.orders < orders {
                 eprintln!("shop check: INCONSISTENT");

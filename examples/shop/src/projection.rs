@@ -47,9 +47,11 @@ impl Projection for OrderSummary {
     }
 
     fn apply(&mut self, tx: &Transaction<'_>, event: &SourcedEvent) -> Result<(), HandlerError> {
-        let decoded = herald_flow::aggregate::decode::<Order>(&event.event)
-            .map_err(|e| HandlerError(format!("undecodable order event {}: {e}", event.event.id)))?;
-        let position = i64::try_from(event.position).map_err(|_| HandlerError("position overflow".into()))?;
+        let decoded = herald_flow::aggregate::decode::<Order>(&event.event).map_err(|e| {
+            HandlerError(format!("undecodable order event {}: {e}", event.event.id))
+        })?;
+        let position =
+            i64::try_from(event.position).map_err(|_| HandlerError("position overflow".into()))?;
         match decoded {
             OrderEvent::Placed { order } => {
                 tx.execute(
@@ -95,12 +97,19 @@ fn set_status(
         params![order_id, status, reason, position],
     )?;
     if changed == 0 {
-        return Err(HandlerError(format!("order {order_id} is {status} but was never placed")));
+        return Err(HandlerError(format!(
+            "order {order_id} is {status} but was never placed"
+        )));
     }
     Ok(())
 }
 
-fn add_total(tx: &Transaction<'_>, status: &str, orders: i64, amount: u64) -> Result<(), HandlerError> {
+fn add_total(
+    tx: &Transaction<'_>,
+    status: &str,
+    orders: i64,
+    amount: u64,
+) -> Result<(), HandlerError> {
     let amount = i64::try_from(amount).unwrap_or(i64::MAX);
     let signed = if orders < 0 { -amount } else { amount };
     tx.execute(
@@ -120,8 +129,11 @@ pub struct SummaryRow {
     pub events: i64,
 }
 
-/// Every row, by order id, and the totals `(status, orders, amount)`.
-pub fn dump(conn: &Connection) -> rusqlite::Result<(Vec<SummaryRow>, Vec<(String, i64, i64)>)> {
+/// Per-status totals: `(status, orders, amount)`.
+pub type Totals = Vec<(String, i64, i64)>;
+
+/// Every row, by order id, and the totals.
+pub fn dump(conn: &Connection) -> rusqlite::Result<(Vec<SummaryRow>, Totals)> {
     let exists: Option<String> = conn
         .query_row(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'order_summary'",
@@ -132,8 +144,8 @@ pub fn dump(conn: &Connection) -> rusqlite::Result<(Vec<SummaryRow>, Vec<(String
     if exists.is_none() {
         return Ok((Vec::new(), Vec::new()));
     }
-    let mut statement =
-        conn.prepare("SELECT order_id, status, reason, events FROM order_summary ORDER BY order_id")?;
+    let mut statement = conn
+        .prepare("SELECT order_id, status, reason, events FROM order_summary ORDER BY order_id")?;
     let rows = statement
         .query_map([], |row| {
             Ok(SummaryRow {
@@ -144,7 +156,8 @@ pub fn dump(conn: &Connection) -> rusqlite::Result<(Vec<SummaryRow>, Vec<(String
             })
         })?
         .collect::<Result<_, _>>()?;
-    let mut statement = conn.prepare("SELECT status, orders, amount FROM order_totals ORDER BY status")?;
+    let mut statement =
+        conn.prepare("SELECT status, orders, amount FROM order_totals ORDER BY status")?;
     let totals = statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;

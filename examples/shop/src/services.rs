@@ -88,23 +88,28 @@ pub fn route(service: Service, variant: Variant, event: &CloudEvent) -> Option<A
     use Service as S;
     use Variant as V;
     let action = match (variant, service, ty) {
-        (V::Choreography, S::Payment, "order.placed") | (V::Orchestration, S::Payment, "payment.charge") => {
+        (V::Choreography, S::Payment, "order.placed")
+        | (V::Orchestration, S::Payment, "payment.charge") => {
             Action::Account(order.customer.clone(), AccountCommand::Charge(order))
         }
         (V::Choreography, S::Payment, "stock.rejected" | "stock.released")
         | (V::Orchestration, S::Payment, "payment.refund") => {
             Action::Account(order.customer.clone(), AccountCommand::Refund(order))
         }
-        (V::Choreography, S::Inventory, "payment.charged") | (V::Orchestration, S::Inventory, "stock.reserve") => {
+        (V::Choreography, S::Inventory, "payment.charged")
+        | (V::Orchestration, S::Inventory, "stock.reserve") => {
             Action::Stock(order.sku.clone(), StockCommand::Reserve(order))
         }
-        (V::Choreography, S::Inventory, "shipment.failed") | (V::Orchestration, S::Inventory, "stock.release") => {
+        (V::Choreography, S::Inventory, "shipment.failed")
+        | (V::Orchestration, S::Inventory, "stock.release") => {
             Action::Stock(order.sku.clone(), StockCommand::Release(order))
         }
-        (V::Choreography, S::Shipping, "stock.reserved") | (V::Orchestration, S::Shipping, "shipment.create") => {
+        (V::Choreography, S::Shipping, "stock.reserved")
+        | (V::Orchestration, S::Shipping, "shipment.create") => {
             Action::Shipment(id, ShipmentCommand::Ship(order))
         }
-        (V::Choreography, S::Order, "shipment.created") | (V::Orchestration, S::Order, "order.complete") => {
+        (V::Choreography, S::Order, "shipment.created")
+        | (V::Orchestration, S::Order, "order.complete") => {
             Action::Order(id, OrderCommand::Complete)
         }
         (V::Choreography, S::Order, "payment.declined") => Action::Order(
@@ -156,7 +161,11 @@ impl ServiceReactor {
     }
 
     /// Executes one action caused by `cause`; returns the types of the events appended.
-    pub async fn execute(&self, action: &Action, cause: &CloudEvent) -> Result<Vec<&'static str>, FlowError> {
+    pub async fn execute(
+        &self,
+        action: &Action,
+        cause: &CloudEvent,
+    ) -> Result<Vec<&'static str>, FlowError> {
         use herald_flow::Aggregate;
         let result = match action {
             Action::Order(id, command) => self

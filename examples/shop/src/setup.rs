@@ -43,7 +43,10 @@ pub async fn setup(herald: &Herald) -> anyhow::Result<()> {
             customer: customer.clone(),
             balance,
         };
-        match accounts.execute_root(&stream, &command, &format!("setup-{customer}")).await {
+        match accounts
+            .execute_root(&stream, &command, &format!("setup-{customer}"))
+            .await
+        {
             Ok(_) | Err(ExecuteError::Rejected(_)) => {}
             Err(ExecuteError::Flow(e)) => return Err(e.into()),
         }
@@ -58,7 +61,10 @@ pub async fn setup(herald: &Herald) -> anyhow::Result<()> {
             sku: sku.clone(),
             quantity: STOCK_INITIAL,
         };
-        match stock.execute_root(&stream, &command, &format!("setup-{sku}")).await {
+        match stock
+            .execute_root(&stream, &command, &format!("setup-{sku}"))
+            .await
+        {
             Ok(_) | Err(ExecuteError::Rejected(_)) => {}
             Err(ExecuteError::Flow(e)) => return Err(e.into()),
         }
@@ -76,7 +82,12 @@ pub enum Injected {
 }
 
 /// The `index`-th order of a run: `failure_percent` of orders get one injected failure.
-pub fn make_order(rng: &mut StdRng, run: &str, index: usize, failure_percent: u32) -> (OrderInfo, Injected) {
+pub fn make_order(
+    rng: &mut StdRng,
+    run: &str,
+    index: usize,
+    failure_percent: u32,
+) -> (OrderInfo, Injected) {
     let injected = if rng.random_range(0..100) < failure_percent {
         match rng.random_range(0..3) {
             0 => Injected::PaymentDeclined,
@@ -124,9 +135,14 @@ pub async fn place(
         let (order, injected) = make_order(&mut rng, run, index, failure_percent);
         let stream = order_stream(&order.order_id);
         let command = OrderCommand::Place(order.clone());
-        match orders.execute_root(&stream, &command, &order.order_id).await {
+        match orders
+            .execute_root(&stream, &command, &order.order_id)
+            .await
+        {
             Ok(_) => {}
-            Err(ExecuteError::Rejected(e)) => anyhow::bail!("order {} refused: {e}", order.order_id),
+            Err(ExecuteError::Rejected(e)) => {
+                anyhow::bail!("order {} refused: {e}", order.order_id)
+            }
             Err(ExecuteError::Flow(e)) => return Err(e.into()),
         }
         placed.push((order, injected));

@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{run_shop_ok, seed, spawn_shop, Herald, Process};
 
 const ORDERS: &str = "24";
@@ -16,14 +15,24 @@ fn start_services(herald: &Herald, variant: &str) -> Vec<Process> {
     let mut processes: Vec<Process> = ["order", "payment", "inventory", "shipping"]
         .iter()
         .map(|service| {
-            spawn_shop(service, &herald.url, &[service, "--variant", variant, "--state-dir", state])
+            spawn_shop(
+                service,
+                &herald.url,
+                &[service, "--variant", variant, "--state-dir", state],
+            )
         })
         .collect();
     if variant == "orchestration" {
         processes.push(spawn_shop(
             "orchestrator",
             &herald.url,
-            &["orchestrator", "--state-dir", state, "--step-timeout-ms", "15000"],
+            &[
+                "orchestrator",
+                "--state-dir",
+                state,
+                "--step-timeout-ms",
+                "15000",
+            ],
         ));
     }
     let db = herald.dir("state").join("summary.db");
@@ -42,12 +51,30 @@ fn run(variant: &str) {
     let mut processes = start_services(&herald, variant);
     run_shop_ok(
         &herald.url,
-        &["place", "--orders", ORDERS, "--seed", &seed, "--failure-percent", "40", "--run", "c"],
+        &[
+            "place",
+            "--orders",
+            ORDERS,
+            "--seed",
+            &seed,
+            "--failure-percent",
+            "40",
+            "--run",
+            "c",
+        ],
     );
     let db = herald.dir("state").join("summary.db");
     let report = run_shop_ok(
         &herald.url,
-        &["check", "--orders", ORDERS, "--projection-db", db.to_str().expect("utf-8"), "--timeout-secs", "90"],
+        &[
+            "check",
+            "--orders",
+            ORDERS,
+            "--projection-db",
+            db.to_str().expect("utf-8"),
+            "--timeout-secs",
+            "90",
+        ],
     );
     eprintln!("{report}");
     for process in &mut processes {

@@ -15,13 +15,26 @@ use shop::domain::{Account, AccountCommand, Order, OrderCommand, Shipment, Stock
 use shop::services::{
     account_stream, order_stream, route, shipment_stream, stock_stream, Action, Service, Variant,
 };
-use shop::setup::{make_order, Injected, BALANCE_INITIAL, CUSTOMERS, POOR_CUSTOMER, SKUS, STOCK_INITIAL};
+use shop::setup::{
+    make_order, Injected, BALANCE_INITIAL, CUSTOMERS, POOR_CUSTOMER, SKUS, STOCK_INITIAL,
+};
 
-const SERVICES: [Service; 4] = [Service::Order, Service::Payment, Service::Inventory, Service::Shipping];
+const SERVICES: [Service; 4] = [
+    Service::Order,
+    Service::Payment,
+    Service::Inventory,
+    Service::Shipping,
+];
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Decides `command` on the stream's history and appends the events to the bus.
-fn exec<A: Aggregate>(bus: &InMemoryBus, stream: &str, command: &A::Command, cause: Option<&CloudEvent>, correlation: &str) {
+fn exec<A: Aggregate>(
+    bus: &InMemoryBus,
+    stream: &str,
+    command: &A::Command,
+    cause: Option<&CloudEvent>,
+    correlation: &str,
+) {
     let history: Vec<A::Event> = bus
         .stream_events(stream)
         .iter()
@@ -32,7 +45,12 @@ fn exec<A: Aggregate>(bus: &InMemoryBus, stream: &str, command: &A::Command, cau
         return;
     };
     for (offset, event) in events.iter().enumerate() {
-        let encoded = encode::<A>(event, format!("{stream}@{}", history.len() + offset), "/test").expect("encode");
+        let encoded = encode::<A>(
+            event,
+            format!("{stream}@{}", history.len() + offset),
+            "/test",
+        )
+        .expect("encode");
         let encoded = match cause {
             Some(cause) => follow(encoded, cause),
             None => encoded.with_extension("correlationid", correlation.to_string()),
@@ -45,9 +63,13 @@ fn execute(bus: &InMemoryBus, action: &Action, cause: &CloudEvent) {
     let c = Some(cause);
     match action {
         Action::Order(id, command) => exec::<Order>(bus, &order_stream(id), command, c, ""),
-        Action::Account(customer, command) => exec::<Account>(bus, &account_stream(customer), command, c, ""),
+        Action::Account(customer, command) => {
+            exec::<Account>(bus, &account_stream(customer), command, c, "")
+        }
         Action::Stock(sku, command) => exec::<Stock>(bus, &stock_stream(sku), command, c, ""),
-        Action::Shipment(id, command) => exec::<Shipment>(bus, &shipment_stream(id), command, c, ""),
+        Action::Shipment(id, command) => {
+            exec::<Shipment>(bus, &shipment_stream(id), command, c, "")
+        }
     }
 }
 
@@ -71,14 +93,23 @@ fn pump(bus: &InMemoryBus, variant: Variant, seen: &mut u64, down: &[Service]) -
 fn setup(bus: &InMemoryBus) {
     for i in 0..CUSTOMERS {
         let customer = format!("c{i}");
-        let open = AccountCommand::Open { customer: customer.clone(), balance: BALANCE_INITIAL };
+        let open = AccountCommand::Open {
+            customer: customer.clone(),
+            balance: BALANCE_INITIAL,
+        };
         exec::<Account>(bus, &account_stream(&customer), &open, None, "setup");
     }
-    let poor = AccountCommand::Open { customer: POOR_CUSTOMER.into(), balance: 0 };
+    let poor = AccountCommand::Open {
+        customer: POOR_CUSTOMER.into(),
+        balance: 0,
+    };
     exec::<Account>(bus, &account_stream(POOR_CUSTOMER), &poor, None, "setup");
     for i in 0..SKUS {
         let sku = format!("sku{i}");
-        let add = StockCommand::Add { sku: sku.clone(), quantity: STOCK_INITIAL };
+        let add = StockCommand::Add {
+            sku: sku.clone(),
+            quantity: STOCK_INITIAL,
+        };
         exec::<Stock>(bus, &stock_stream(&sku), &add, None, "setup");
     }
 }
@@ -89,7 +120,13 @@ fn place(bus: &InMemoryBus, count: usize, seed: u64) -> Vec<(String, Injected)> 
         .map(|i| {
             let (order, injected) = make_order(&mut rng, "t", i, 40);
             let id = order.order_id.clone();
-            exec::<Order>(bus, &order_stream(&id), &OrderCommand::Place(order), None, &id);
+            exec::<Order>(
+                bus,
+                &order_stream(&id),
+                &OrderCommand::Place(order),
+                None,
+                &id,
+            );
             (id, injected)
         })
         .collect()
@@ -116,14 +153,27 @@ fn assert_chains(bus: &InMemoryBus, orders: &[(String, Injected)]) {
         chain.is_causally_linked();
         match injected {
             Injected::None => {
-                chain.contains_in_order(["order.placed", "payment.charged", "stock.reserved", "shipment.created", "order.completed"]);
+                chain.contains_in_order([
+                    "order.placed",
+                    "payment.charged",
+                    "stock.reserved",
+                    "shipment.created",
+                    "order.completed",
+                ]);
             }
             Injected::PaymentDeclined => {
-                chain.contains_in_order(["order.placed", "payment.declined", "order.cancelled"]).has_none("stock.reserved");
+                chain
+                    .contains_in_order(["order.placed", "payment.declined", "order.cancelled"])
+                    .has_none("stock.reserved");
             }
             Injected::OutOfStock => {
                 chain
-                    .contains_in_order(["payment.charged", "stock.rejected", "payment.refunded", "order.cancelled"])
+                    .contains_in_order([
+                        "payment.charged",
+                        "stock.rejected",
+                        "payment.refunded",
+                        "order.cancelled",
+                    ])
                     .has_none("shipment.created");
             }
             Injected::Undeliverable => {
@@ -136,7 +186,10 @@ fn assert_chains(bus: &InMemoryBus, orders: &[(String, Injected)]) {
                 ]);
             }
         }
-        chain.has_count("payment.charged", usize::from(*injected != Injected::PaymentDeclined));
+        chain.has_count(
+            "payment.charged",
+            usize::from(*injected != Injected::PaymentDeclined),
+        );
     }
 }
 
@@ -157,8 +210,13 @@ fn choreography_settles_every_order_consistently() {
 type Saga = SagaRunner<InMemoryBus, InMemoryBus, VirtualClock>;
 
 fn saga(bus: &InMemoryBus) -> Saga {
-    SagaRunner::open_in_memory(shop::saga::checkout(STEP_TIMEOUT, 2), bus.clone(), bus.clone(), bus.clock().clone())
-        .expect("saga runner")
+    SagaRunner::open_in_memory(
+        shop::saga::checkout(STEP_TIMEOUT, 2),
+        bus.clone(),
+        bus.clone(),
+        bus.clock().clone(),
+    )
+    .expect("saga runner")
 }
 
 async fn settle(bus: &InMemoryBus, saga: &mut Saga, seen: &mut u64, down: &[Service]) {
@@ -182,7 +240,11 @@ async fn orchestration_settles_every_order_consistently() {
     assert_chains(&bus, &orders);
     for (id, injected) in &orders {
         let instance = saga.instance(id).expect("load").expect("a saga per order");
-        let expected = if *injected == Injected::None { SagaStatus::Completed } else { SagaStatus::Compensated };
+        let expected = if *injected == Injected::None {
+            SagaStatus::Completed
+        } else {
+            SagaStatus::Compensated
+        };
         assert_eq!(instance.status, expected, "{instance:?}");
         expect_chain(&bus, id).contains_in_order(["order.placed", "payment.charge"]);
     }
@@ -209,7 +271,14 @@ async fn orchestration_compensates_when_shipping_never_answers() {
         if *injected == Injected::None {
             expect_chain(&bus, id)
                 .has_count("shipment.create", 2)
-                .contains_in_order(["stock.reserved", "stock.release", "stock.released", "payment.refund", "payment.refunded", "order.cancelled"]);
+                .contains_in_order([
+                    "stock.reserved",
+                    "stock.release",
+                    "stock.released",
+                    "payment.refund",
+                    "payment.refunded",
+                    "order.cancelled",
+                ]);
         }
     }
 }

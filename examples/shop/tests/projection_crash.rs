@@ -26,14 +26,22 @@ fn killed_projection_equals_a_rebuild() {
     run_shop_ok(&herald.url, &["setup"]);
     let _services: Vec<_> = ["order", "payment", "inventory", "shipping"]
         .iter()
-        .map(|s| spawn_shop(s, &herald.url, &[s, "--variant", "choreography", "--state-dir", &state]))
+        .map(|s| {
+            spawn_shop(
+                s,
+                &herald.url,
+                &[s, "--variant", "choreography", "--state-dir", &state],
+            )
+        })
         .collect();
     let orders = ORDERS.to_string();
     let seed_text = seed.to_string();
     let mut placing = spawn_shop(
         "place",
         &herald.url,
-        &["place", "--orders", &orders, "--seed", &seed_text, "--run", "p"],
+        &[
+            "place", "--orders", &orders, "--seed", &seed_text, "--run", "p",
+        ],
     );
     // Small batches: many transactions, so a kill lands between and inside them.
     let projection_args = ["projection", "--db", &live_path, "--batch", "2"];
@@ -52,21 +60,43 @@ fn killed_projection_equals_a_rebuild() {
         last = on_disk;
         projection = spawn_shop("projection", &herald.url, &projection_args);
     }
-    wait_for("orders to be placed", Duration::from_secs(60), || placing.try_finished());
+    wait_for("orders to be placed", Duration::from_secs(60), || {
+        placing.try_finished()
+    });
     // The live model, caught up, agrees with the store (status and event count per order).
     let report = run_shop_ok(
         &herald.url,
-        &["check", "--orders", &orders, "--projection-db", &live_path, "--timeout-secs", "90"],
+        &[
+            "check",
+            "--orders",
+            &orders,
+            "--projection-db",
+            &live_path,
+            "--timeout-secs",
+            "90",
+        ],
     );
     eprintln!("{report}");
     projection.kill9();
     // And with a from-scratch rebuild into a fresh database.
     let fresh = state_dir.join("fresh.db");
-    run_shop_ok(&herald.url, &["projection", "--db", fresh.to_str().expect("utf-8"), "--rebuild", "--once"]);
+    run_shop_ok(
+        &herald.url,
+        &[
+            "projection",
+            "--db",
+            fresh.to_str().expect("utf-8"),
+            "--rebuild",
+            "--once",
+        ],
+    );
     run_shop_ok(&herald.url, &["projection", "--db", &live_path, "--once"]);
     let open = |path: &std::path::Path| rusqlite::Connection::open(path).expect("open read model");
     let live_model = dump(&open(&live)).expect("dump live");
     let fresh_model = dump(&open(&fresh)).expect("dump fresh");
     assert_eq!(live_model.0.len(), ORDERS);
-    assert_eq!(live_model, fresh_model, "killed-and-resumed model differs from a rebuild");
+    assert_eq!(
+        live_model, fresh_model,
+        "killed-and-resumed model differs from a rebuild"
+    );
 }

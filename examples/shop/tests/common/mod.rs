@@ -99,7 +99,11 @@ impl Process {
     pub fn assert_running(&mut self) {
         let child = self.child.as_mut().expect("running");
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{} exited with {status}\n--- stderr ---\n{}", self.name, self.stderr_tail());
+            panic!(
+                "{} exited with {status}\n--- stderr ---\n{}",
+                self.name,
+                self.stderr_tail()
+            );
         }
     }
 }
@@ -108,7 +112,11 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill9();
         if thread::panicking() {
-            eprintln!("--- {} stderr (tail) ---\n{}", self.name, self.stderr_tail());
+            eprintln!(
+                "--- {} stderr (tail) ---\n{}",
+                self.name,
+                self.stderr_tail()
+            );
         }
     }
 }
@@ -165,7 +173,10 @@ impl Herald {
             if let Some(addr) = line
                 .trim()
                 .strip_prefix("herald listening")
-                .and_then(|rest| rest.split_whitespace().find_map(|f| f.strip_prefix("http=")))
+                .and_then(|rest| {
+                    rest.split_whitespace()
+                        .find_map(|f| f.strip_prefix("http="))
+                })
             {
                 break format!("http://{addr}");
             }
@@ -225,7 +236,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
         if let Some(value) = condition() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -235,11 +249,13 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
 pub fn seed() -> u64 {
     let seed = match std::env::var("HERALD_TEST_SEED") {
         Ok(text) => text.trim().parse().expect("HERALD_TEST_SEED is a u64"),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()),
+        Err(_) => {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+                ^ u64::from(std::process::id())
+        }
     };
     eprintln!("seed={seed} (replay with HERALD_TEST_SEED={seed})");
     seed
@@ -248,9 +264,13 @@ pub fn seed() -> u64 {
 /// Reads one integer from an SQLite database another process writes (WAL readers do not
 /// block the writer); `None` while the table does not exist yet.
 pub fn query_i64(db: &Path, sql: &str) -> Option<i64> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
     conn.busy_timeout(Duration::from_secs(5)).ok()?;
-    conn.query_row(sql, [], |row| row.get::<_, Option<i64>>(0)).ok().flatten()
+    conn.query_row(sql, [], |row| row.get::<_, Option<i64>>(0))
+        .ok()
+        .flatten()
 }
 
 impl Process {
@@ -259,7 +279,9 @@ impl Process {
         let child = self.child.as_mut()?;
         match child.try_wait() {
             Ok(Some(status)) if status.success() => Some(()),
-            Ok(Some(status)) => panic!("{} failed with {status}\n{}", self.name, self.stderr_tail()),
+            Ok(Some(status)) => {
+                panic!("{} failed with {status}\n{}", self.name, self.stderr_tail())
+            }
             _ => None,
         }
     }
