@@ -2,8 +2,8 @@
 //! service), fed from an [`EventSource`] with a durable checkpoint. This is the runtime of a
 //! choreography participant or of a service answering commands.
 //!
-//! Delivery is at least once: the checkpoint moves after the handler succeeded for an
-//! event, so a crash between the two replays that event. Handlers must therefore be
+//! Delivery is at least once: the checkpoint moves after the handler succeeded for a
+//! batch, so a crash before it replays (part of) that batch. Handlers must therefore be
 //! idempotent (e.g. decide against event-sourced state and append with an expected
 //! version, as the example shop does).
 
@@ -82,7 +82,8 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
         db::checkpoint(&self.conn, self.reactor.name())
     }
 
-    /// Handles one batch, checkpointing after each event; returns the events handled.
+    /// Handles one batch and then checkpoints it (one fsync per batch, not per event); a
+    /// failing event checkpoints the events before it. Returns the events handled.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
         let checkpoint = self.checkpoint()?;
         let batch = self.source.read_after(checkpoint, self.batch_max).await?;
@@ -93,9 +94,18 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
             return Ok(0);
         }
         let name = self.reactor.name().to_string();
+        let mut handled_to = checkpoint;
         for event in &batch.events {
-            self.reactor.react(event).await?;
-            self.save_checkpoint(&name, event.position)?;
+            if let Err(error) = self.reactor.react(event).await {
+                // Keep what succeeded; the failed event is the next one delivered.
+                if handled_to != checkpoint {
+                    if let Some(position) = handled_to {
+                        self.save_checkpoint(&name, position)?;
+                    }
+                }
+                return Err(error);
+            }
+            handled_to = Some(event.position);
         }
         self.save_checkpoint(&name, scanned_to)?;
         Ok(batch.events.len())
