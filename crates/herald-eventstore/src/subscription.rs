@@ -75,7 +75,7 @@ impl CatchUpSubscription {
             self.log_end.borrow_and_update();
             self.index_changes.borrow_and_update();
             self.fill()?;
-            if !self.buffer.is_empty() {
+            if !self.buffer.is_empty() || self.behind() {
                 continue;
             }
             let changed = match self.target {
@@ -90,7 +90,8 @@ impl CatchUpSubscription {
 
     /// The next event if one is available now, without waiting.
     pub fn try_next(&mut self) -> Result<Option<RecordedEvent>, EventStoreError> {
-        if self.buffer.is_empty() {
+        self.fill()?;
+        while self.buffer.is_empty() && self.behind() {
             self.fill()?;
         }
         Ok(self.buffer.pop_front().inspect(|event| {
@@ -98,7 +99,17 @@ impl CatchUpSubscription {
         }))
     }
 
+    /// Whether a scan stopped before the log's end (its read budget ran out on records
+    /// of other streams), so there is more to scan without waiting.
+    fn behind(&self) -> bool {
+        !matches!(self.target, SubscriptionTarget::Stream(_))
+            && self.scan_from < self.store.end_position()
+    }
+
     fn fill(&mut self) -> Result<(), EventStoreError> {
+        if !self.buffer.is_empty() {
+            return Ok(());
+        }
         match &self.target {
             SubscriptionTarget::Stream(stream) => {
                 let positions = self.stream_positions_after(stream);

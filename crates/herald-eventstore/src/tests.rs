@@ -477,6 +477,44 @@ async fn catch_up_subscriptions_switch_to_live_without_gap_or_duplicate() {
 }
 
 #[tokio::test]
+async fn a_category_subscription_scans_past_a_read_budget_of_other_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EventStoreConfig {
+        read_bytes_max: 1024,
+        ..EventStoreConfig::default()
+    };
+    let store = EventStore::open(dir.path(), config).expect("open");
+    for i in 0..200 {
+        store
+            .append(
+                "user-1",
+                ExpectedVersion::Any,
+                vec![event(&format!("u{i}"))],
+            )
+            .await
+            .expect("append");
+    }
+    store
+        .append("order-1", ExpectedVersion::Any, vec![event("o")])
+        .await
+        .expect("append");
+    let mut orders = store
+        .subscribe(SubscriptionTarget::Category("order".into()), None)
+        .expect("subscribe");
+    let next = tokio::time::timeout(Duration::from_secs(10), orders.next())
+        .await
+        .expect("no wait for a new append");
+    assert_eq!(next.expect("next").event.id, "o");
+    let mut again = store
+        .subscribe(SubscriptionTarget::Category("order".into()), None)
+        .expect("subscribe");
+    assert_eq!(
+        again.try_next().expect("try").map(|e| e.event.id),
+        Some("o".to_string())
+    );
+}
+
+#[tokio::test]
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _store = open(dir.path());
