@@ -1,8 +1,10 @@
 //! Admission control: a server-wide budget of request-body bytes in flight.
 //!
-//! Owns: the semaphore every request with a body takes its declared size from (in KiB,
-//! rounded up; a body without `Content-Length` takes `max_request_bytes`) before any of
-//! it is read, and holds until its response is produced. When the budget stays exhausted
+//! Owns: the semaphore every request with a body over [`SMALL_BODY_BYTES`] takes its
+//! declared size from (in KiB, rounded up; a body without `Content-Length` takes
+//! `max_request_bytes`) before any of it is read, and holds until its response is
+//! produced. Small bodies (acks, commits, heartbeats, single events) never wait, so
+//! consumers keep their sessions while bulk publishers are held back. When the budget stays exhausted
 //! for `inflight_wait`, the request is answered 503 `overloaded` with `Retry-After` and
 //! the connection is closed, unread. Invariant: bodies held in memory by handlers never
 //! exceed the budget, whatever clients send, so RSS under overload stays bounded.
@@ -17,6 +19,10 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+
+/// Bodies up to this size are admitted without taking from the budget (their memory is
+/// bounded by the connection count instead).
+pub const SMALL_BODY_BYTES: usize = 16 * 1024;
 
 /// The shared budget.
 #[derive(Clone)]
@@ -67,6 +73,7 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         .get(axum::http::header::TRANSFER_ENCODING)
         .is_some();
     let wanted = match (declared, chunked) {
+        (Some(bytes), false) if bytes <= SMALL_BODY_BYTES => 0,
         (Some(bytes), false) => kib(bytes).min(admission.max_request_kib),
         (_, true) => admission.max_request_kib,
         (None, false) => 0,

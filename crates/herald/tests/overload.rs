@@ -1,7 +1,7 @@
 //! Admission control: request bodies in flight are bounded server-wide. A client that
 //! holds the budget (a body declared but never finished) makes other publishes wait and
-//! then get 503 `overloaded` with `Retry-After`, while body-less requests (`/healthz`,
-//! fetches) keep being served; once the budget frees, publishing works again and nothing
+//! then get 503 `overloaded` with `Retry-After`, while body-less and small requests
+//! (`/healthz`, fetches, single events) keep being served; once the budget frees, publishing works again and nothing
 //! stored was lost.
 
 mod common;
@@ -39,13 +39,18 @@ fn a_held_budget_gives_503_then_recovers() {
     .expect("write");
     slow.flush().expect("flush");
 
-    // Wait until the slow request holds the budget: a publish is refused.
+    // Wait until the slow request holds the budget: a bulk publish (over 16 KiB) is refused.
+    let bulk: Vec<serde_json::Value> = (0..24)
+        .map(|i| {
+            common::event_with_data(
+                &format!("e-during-{i}"),
+                serde_json::json!("x".repeat(1000)),
+            )
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
-        let reply = api.post_json(
-            "/v1/topics/held/events",
-            &serde_json::json!([event("e-during")]),
-        );
+        let reply = api.post_json("/v1/topics/held/events", &serde_json::json!(bulk));
         if reply.status == 503 {
             break reply;
         }
@@ -65,8 +70,9 @@ fn a_held_budget_gives_503_then_recovers() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
-    // Body-less requests are not subject to the budget.
+    // Body-less and small requests (acks, commits, single events) are not held back.
     api.get("/healthz").expect_status(200);
+    api.publish("held", &[event("e-small")]);
     api.get("/v1/topics/held").expect_status(200);
 
     // The slow client goes away: its share returns and publishing works again.
