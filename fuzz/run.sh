@@ -16,7 +16,9 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^herald-fuzz$')
 fi
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+# FUZZ_MODE=stable forces the stable build even where nightly is installed.
+if [ "${FUZZ_MODE:-}" != stable ] && cargo +nightly --version >/dev/null 2>&1 \
+    && cargo +nightly fuzz --version >/dev/null 2>&1; then
   mode=nightly
 else
   mode=stable
