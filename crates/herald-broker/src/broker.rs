@@ -19,6 +19,7 @@ use herald_log::{PartitionLog, Record};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
+use crate::activity::ActivityTracker;
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::dedup::{dedup_key, wait_in_flight, Claim, DedupKey, KeyMap};
 use crate::delay::{self, DelaySchedule, DelayedTarget, DeliveryBatches, DELAYED_TOPIC};
@@ -113,6 +114,8 @@ struct Inner {
     offset_store: OffsetStore,
     delay: Arc<DelaySchedule>,
     schemas: SchemaStore,
+    /// Recent publish rates per topic and source (the console's topology view).
+    activity: ActivityTracker,
     shutting_down: AtomicBool,
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
@@ -160,6 +163,7 @@ impl Broker {
                 offset_store: OffsetStore::new(&config.data_dir),
                 delay: Arc::new(delay),
                 schemas,
+                activity: ActivityTracker::new(),
                 config,
                 topics: RwLock::new(topics),
                 topic_admin: tokio::sync::Mutex::new(()),
@@ -178,6 +182,11 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.inner.config
+    }
+
+    /// Recent publish activity per topic and producer `source`.
+    pub fn activity(&self) -> &ActivityTracker {
+        &self.inner.activity
     }
 
     fn start_background_tasks(&self) {
@@ -493,6 +502,11 @@ impl Broker {
                 Err(e) => failure = Some(e),
             }
         }
+        self.inner.activity.record_appended(
+            topic_name,
+            positions.keys().map(|(source, _)| source.as_str()),
+            timestamp_ms,
+        );
         if let Some(reservation) = reservation {
             reservation.complete(positions, now_ms());
         }

@@ -9,6 +9,7 @@
 //! - [`record`]: [`EventRecord`], an event with its position in the log.
 //! - [`config`]: broker and per-topic configuration.
 //! - [`delay`]: delayed delivery through an internal topic and a durable schedule.
+//! - [`activity`]: recent publish rates per topic and producer source (console).
 //! - [`dedup`]: per-topic publish deduplication by (source, id) within a window.
 //!
 //! Invariants: every name reaching the file system passed [`herald_core::name::validate_name`];
@@ -16,6 +17,7 @@
 //! the topic's fsync policy); committed offsets never move backwards except by an
 //! explicit reset of an empty group.
 
+pub mod activity;
 pub mod broker;
 pub mod config;
 pub mod dedup;

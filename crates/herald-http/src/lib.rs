@@ -7,10 +7,14 @@
 //! - [`topics`], [`events`], [`sse`], [`groups`]: one module per resource.
 //! - [`bus`]: subscriptions, queues, dead letters, push streams, filter tests.
 //! - [`streams`]: the event store (streams, `$all`, snapshots, catch-up subscriptions).
+//! - [`console`]: the web console's embedded assets at `/ui`; [`console_api`]: its
+//!   JSON views under `/v1/console`.
 
 pub mod admission;
 pub mod body;
 pub mod bus;
+pub mod console;
+pub mod console_api;
 pub mod error;
 pub mod events;
 pub mod groups;
@@ -99,6 +103,10 @@ pub fn router_with_eventstore(
     Router::new()
         .merge(bus_routes())
         .merge(stream_routes())
+        .merge(console::routes())
+        .route("/v1/console/topology", get(console_api::topology))
+        .route("/v1/console/topics/{topic}/events", get(console_api::browse))
+        .route("/v1/console/chains/{correlation_id}", get(console_api::chain))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/topics", post(topics::create).get(topics::list))
