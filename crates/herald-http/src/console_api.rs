@@ -177,7 +177,13 @@ pub async fn browse(
     while offset < end && scanned < scan_max && events.len() < max {
         let chunk = (scan_max - scanned).min(SCAN_CHUNK as u64) as usize;
         let page = broker
-            .fetch(&topic, partition, SeekPosition::Offset(offset), chunk, Duration::ZERO)
+            .fetch(
+                &topic,
+                partition,
+                SeekPosition::Offset(offset),
+                chunk,
+                Duration::ZERO,
+            )
             .await?;
         if page.events.is_empty() {
             break;
@@ -390,7 +396,12 @@ impl ChainScan {
         let index: HashMap<(String, u32, u64), usize> = chain
             .iter()
             .enumerate()
-            .map(|(i, e)| ((e.record.topic.clone(), e.record.partition, e.record.offset), i))
+            .map(|(i, e)| {
+                (
+                    (e.record.topic.clone(), e.record.partition, e.record.offset),
+                    i,
+                )
+            })
             .collect();
         let ack_floors = ack_floors(subscriptions);
         for (subscription, queue_offset, source) in self.queued {
@@ -415,7 +426,13 @@ impl ChainScan {
                 None => orphans.push(info),
             }
         }
-        chain.sort_by_key(|e| (e.record.timestamp_ms, e.record.topic.clone(), e.record.offset));
+        chain.sort_by_key(|e| {
+            (
+                e.record.timestamp_ms,
+                e.record.topic.clone(),
+                e.record.offset,
+            )
+        });
         let events: Vec<Value> = chain.into_iter().map(chain_event_json).collect();
         json!({
             "correlation_id": correlation_id,

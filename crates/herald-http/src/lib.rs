@@ -105,8 +105,14 @@ pub fn router_with_eventstore(
         .merge(stream_routes())
         .merge(console::routes())
         .route("/v1/console/topology", get(console_api::topology))
-        .route("/v1/console/topics/{topic}/events", get(console_api::browse))
-        .route("/v1/console/chains/{correlation_id}", get(console_api::chain))
+        .route(
+            "/v1/console/topics/{topic}/events",
+            get(console_api::browse),
+        )
+        .route(
+            "/v1/console/chains/{correlation_id}",
+            get(console_api::chain),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/topics", post(topics::create).get(topics::list))

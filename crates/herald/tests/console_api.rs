@@ -96,13 +96,21 @@ fn topology_lists_producers_rates_subscriptions_and_groups() {
     assert_eq!(orders["partitions"].as_array().map(Vec::len), Some(2));
     let activity = &orders["activity"];
     assert_eq!(activity["events_total"], 20);
-    assert!(activity["rate_per_second"].as_f64() > Some(0.0), "{activity}");
+    assert!(
+        activity["rate_per_second"].as_f64() > Some(0.0),
+        "{activity}"
+    );
     assert_eq!(activity["history"].as_array().map(Vec::len), Some(60));
     let sources: Vec<(&str, u64)> = activity["sources"]
         .as_array()
         .expect("sources")
         .iter()
-        .map(|s| (s["source"].as_str().expect("source"), s["events_total"].as_u64().expect("n")))
+        .map(|s| {
+            (
+                s["source"].as_str().expect("source"),
+                s["events_total"].as_u64().expect("n"),
+            )
+        })
         .collect();
     assert_eq!(sources, vec![("/shop", 15), ("/billing", 5)]);
     // Internal topics (the queue) are not topology topics.
@@ -111,9 +119,12 @@ fn topology_lists_producers_rates_subscriptions_and_groups() {
         .expect("topics")
         .iter()
         .all(|t| !t["name"].as_str().unwrap_or("__").starts_with("__")));
-    assert_eq!(subscription(&topology, "billing")["matched_topics"], json!(["orders"]));
+    assert_eq!(
+        subscription(&topology, "billing")["matched_topics"],
+        json!(["orders"])
+    );
     assert_eq!(subscription(&topology, "copy")["matched_topics"], json!([]));
-    assert_eq!(subscription(&topology, "billing")["dead_letter_depth"], Value::Null);
+    assert_eq!(subscription(&topology, "billing")["dead_letter_depth"], 0);
     let group = topology["groups"]
         .as_array()
         .expect("groups")
@@ -204,7 +215,10 @@ fn browse_filters_pages_and_refuses_bad_input() {
 
     let bad = api.get_query(
         "/v1/console/topics/readings/events",
-        &[("filter", r#"{"data": {"n": [{"numeric": ["~", 1]}]}}"#.into())],
+        &[(
+            "filter",
+            r#"{"data": {"n": [{"numeric": ["~", 1]}]}}"#.into(),
+        )],
     );
     bad.expect_error(400, "invalid_argument");
     assert!(bad.error_field().is_some_and(|f| f.starts_with("filter")));
@@ -219,11 +233,17 @@ fn browse_filters_pages_and_refuses_bad_input() {
         "/v1/console/topics/readings/events",
         &[("scan_max", "1000000000".into())],
     );
-    assert_eq!(bad.expect_error(400, "invalid_argument")["field"], "scan_max");
+    assert_eq!(
+        bad.expect_error(400, "invalid_argument")["field"],
+        "scan_max"
+    );
     api.get("/v1/console/topics/missing/events")
         .expect_error(404, "topic_not_found");
-    api.get_query("/v1/console/topics/readings/events", &[("partition", "3".into())])
-        .expect_error(400, "invalid_argument");
+    api.get_query(
+        "/v1/console/topics/readings/events",
+        &[("partition", "3".into())],
+    )
+    .expect_error(400, "invalid_argument");
 }
 
 #[test]
@@ -241,7 +261,12 @@ fn chain_follows_a_correlation_id_across_topics_with_dead_letters() {
     api.publish_one("orders", &ce("o-1", "/shop", "order.placed", corr.clone()));
     api.publish_one(
         "payments",
-        &ce("p-1", "/pay", "payment.failed", json!({"correlationid": "c-1", "causationid": "o-1"})),
+        &ce(
+            "p-1",
+            "/pay",
+            "payment.failed",
+            json!({"correlationid": "c-1", "causationid": "o-1"}),
+        ),
     );
     api.publish_one("orders", &ce("other", "/shop", "order.placed", json!({})));
     wait_queued(&api, "charge", 2);
@@ -259,7 +284,10 @@ fn chain_follows_a_correlation_id_across_topics_with_dead_letters() {
     )
     .expect_status(200);
     wait_for("the dead letter", Duration::from_secs(15), || {
-        let dlq = api.get("/v1/subscriptions/charge/dlq").expect_status(200).body;
+        let dlq = api
+            .get("/v1/subscriptions/charge/dlq")
+            .expect_status(200)
+            .body;
         (dlq["events"].as_array().map(Vec::len) == Some(1)).then_some(())
     });
 
@@ -290,7 +318,10 @@ fn chain_follows_a_correlation_id_across_topics_with_dead_letters() {
     let none = api.get("/v1/console/chains/nobody").expect_status(200).body;
     assert_eq!(none["events"], json!([]));
     let bad = api.get_query("/v1/console/chains/c-1", &[("scan_max", "0".into())]);
-    assert_eq!(bad.expect_error(400, "invalid_argument")["field"], "scan_max");
+    assert_eq!(
+        bad.expect_error(400, "invalid_argument")["field"],
+        "scan_max"
+    );
     let bad = api.get_query("/v1/console/chains/c-1", &[("since", "yesterday".into())]);
     assert_eq!(bad.expect_error(400, "invalid_argument")["field"], "since");
 }
