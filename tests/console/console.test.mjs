@@ -264,6 +264,8 @@ test('consumer groups show lag per partition', async () => {
   await open('#/groups?group=analytics');
   await page.waitForSelector('[data-testid=lag-chart] rect.bar');
   assert.equal(await page.locator('[data-testid=lag-chart] rect.bar').count(), 3);
+  // Two polls make the lag-over-time line.
+  await page.waitForFunction(() => (document.querySelector('main svg.chart polyline')?.getAttribute('points') || '').includes(' '));
   await shot('consumer-groups');
 });
 

@@ -129,6 +129,8 @@ function route() {
   }
   const main = document.getElementById('main');
   main.replaceChildren();
+  document.getElementById('toast').hidden = true;
+  setStatus('');
   main.dataset.view = view;
   current = { name: view, stop: null };
   const stop = views[view](main, params);
@@ -406,7 +408,7 @@ views.events = (main, params) => {
   const mode = h('select', {}, h('option', { value: 'offset', text: 'from offset' }), h('option', { value: 'time', text: 'from time' }));
   const from = h('input', { value: params.get('offset') || '0', size: 24, 'data-testid': 'browse-from', placeholder: 'offset or RFC 3339 time' });
   const max = h('select', {}, ...[20, 50, 100, 200].map(n => h('option', { value: n, text: n, selected: n === 50 })));
-  const filter = h('textarea', { rows: 4, style: 'min-height:70px', placeholder: '{"type": ["order.created"]}', 'data-testid': 'browse-filter' });
+  const filter = h('textarea', { rows: 4, class: 'short', placeholder: '{"type": ["order.created"]}', 'data-testid': 'browse-filter' });
   const table = h('table', { 'data-testid': 'browse-results' });
   const info = h('div', { class: 'muted' });
   const detail = h('pre', { 'data-testid': 'event-json', text: 'Select an event to see the full CloudEvent.' });
@@ -731,7 +733,7 @@ views.groups = (main, params) => {
 
 views.topics = (main) => {
   const name = h('input', { placeholder: 'orders', 'data-testid': 'topic-name' });
-  const partitions = h('input', { type: 'number', min: 1, value: 1, style: 'width:80px', 'data-testid': 'topic-partitions' });
+  const partitions = h('input', { type: 'number', min: 1, value: 1, class: 'narrow', 'data-testid': 'topic-partitions' });
   const fsync = h('select', {}, ['always', 'interval', 'never'].map(f => h('option', { value: f, text: f })));
   const table = h('table', { 'data-testid': 'topics-table' });
   const create = async () => {
