@@ -107,6 +107,25 @@ struct TopicActivity {
     sources: HashMap<String, Counter<SOURCE_RING>>,
 }
 
+impl TopicActivity {
+    fn add_source(&mut self, source: &str, count: u64, now_ms: i64) {
+        if let Some(counter) = self.sources.get_mut(source) {
+            counter.add(now_ms, count);
+            return;
+        }
+        // One slot stays free for the overflow bucket.
+        let key = if self.sources.len() < SOURCES_PER_TOPIC_MAX - 1 {
+            source
+        } else {
+            OTHER_SOURCES
+        };
+        self.sources
+            .entry(key.to_string())
+            .or_insert_with(Counter::new)
+            .add(now_ms, count);
+    }
+}
+
 /// Shared, cheap-to-lock activity counters. One per broker.
 #[derive(Debug, Default)]
 pub struct ActivityTracker {
@@ -151,18 +170,16 @@ impl ActivityTracker {
         Self::default()
     }
 
-    /// Counts events just appended to `topic`, one `source` per event.
+    /// Counts events just appended to `topic`, one `source` per event. On the publish
+    /// path: one map lookup per run of equal sources, no allocation for known sources.
     pub fn record_appended<'a>(
         &self,
         topic: &str,
         sources: impl IntoIterator<Item = &'a str>,
         now_ms: i64,
     ) {
-        let mut per_source: BTreeMap<&str, u64> = BTreeMap::new();
-        for source in sources {
-            *per_source.entry(cut_source(source)).or_default() += 1;
-        }
-        if per_source.is_empty() {
+        let mut sources = sources.into_iter().map(cut_source).peekable();
+        if sources.peek().is_none() {
             return;
         }
         let entry = self.topics.read().get(topic).cloned();
@@ -179,21 +196,23 @@ impl ActivityTracker {
                 )),
             };
         let mut activity = entry.lock();
-        let count: u64 = per_source.values().sum();
-        activity.events.add(now_ms, count);
-        for (source, n) in per_source {
-            let known = activity.sources.contains_key(source);
-            let key = if known || activity.sources.len() < SOURCES_PER_TOPIC_MAX - 1 {
-                source
-            } else {
-                OTHER_SOURCES
-            };
-            activity
-                .sources
-                .entry(key.to_string())
-                .or_insert_with(Counter::new)
-                .add(now_ms, n);
+        let mut total = 0u64;
+        let mut run: Option<(&str, u64)> = None;
+        for source in sources {
+            total += 1;
+            match &mut run {
+                Some((current, n)) if *current == source => *n += 1,
+                _ => {
+                    if let Some((current, n)) = run.replace((source, 1)) {
+                        activity.add_source(current, n, now_ms);
+                    }
+                }
+            }
         }
+        if let Some((current, n)) = run {
+            activity.add_source(current, n, now_ms);
+        }
+        activity.events.add(now_ms, total);
     }
 
     /// The activity of every topic in `existing` (others are forgotten), at `now_ms`.

@@ -502,9 +502,14 @@ impl Broker {
                 Err(e) => failure = Some(e),
             }
         }
+        // Receipts so far are exactly the events this call appended (duplicates come below).
         self.inner.activity.record_appended(
             topic_name,
-            positions.keys().map(|(source, _)| source.as_str()),
+            receipts
+                .iter()
+                .zip(&entries)
+                .filter(|(receipt, _)| receipt.is_some())
+                .map(|(_, (_, event))| event.source.as_str()),
             timestamp_ms,
         );
         if let Some(reservation) = reservation {
