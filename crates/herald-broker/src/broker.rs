@@ -472,8 +472,10 @@ impl Broker {
         }
         let appends = batches.into_iter().map(|(partition, (indexes, records))| {
             let log = topic.partition(partition).cloned();
+            let bytes: u64 = records.iter().map(record_payload_bytes).sum();
             async move {
                 let outcome = log?.append(records).await?;
+                count_appended(topic_name, partition, indexes.len(), bytes);
                 Ok::<_, BrokerError>((partition, indexes, outcome.base_offset))
             }
         });
@@ -1028,6 +1030,7 @@ impl Broker {
                 })
             });
         }
+        count_delivered(group, &events);
         for e in &events {
             let a = Assignment {
                 topic: e.topic.clone(),
@@ -1291,6 +1294,41 @@ impl Broker {
 }
 
 /// The state of `group`, or `GroupNotFound`.
+/// Counter of events appended per topic/partition (`metrics` facade).
+pub const APPENDED_EVENTS_METRIC: &str = "herald_appended_events_total";
+/// Counter of bytes appended per topic/partition: each event's encoded form plus its key.
+pub const APPENDED_BYTES_METRIC: &str = "herald_appended_bytes_total";
+/// Counter of events handed to consumer-group members per group/topic.
+pub const GROUP_DELIVERED_METRIC: &str = "herald_group_delivered_events_total";
+
+fn record_payload_bytes(record: &Record) -> u64 {
+    (record.value.len() + record.key.as_ref().map_or(0, Bytes::len)) as u64
+}
+
+fn count_appended(topic: &str, partition: u32, events: usize, bytes: u64) {
+    let labels = [
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    metrics::counter!(APPENDED_EVENTS_METRIC, &labels).increment(events as u64);
+    metrics::counter!(APPENDED_BYTES_METRIC, &labels).increment(bytes);
+}
+
+fn count_delivered(group: &str, events: &[EventRecord]) {
+    let mut start = 0;
+    while let Some(first) = events.get(start) {
+        let run = events
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|e| e.topic == first.topic)
+            .count();
+        let labels = [("group", group.to_string()), ("topic", first.topic.clone())];
+        metrics::counter!(GROUP_DELIVERED_METRIC, &labels).increment(run as u64);
+        start += run;
+    }
+}
+
 fn group_mut<'a>(
     groups: &'a mut HashMap<String, GroupState>,
     group: &str,

@@ -43,6 +43,11 @@ impl EventRecord {
         })
     }
 
+    /// The W3C `traceparent` the event carries (distributed-tracing extension).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.event.traceparent()
+    }
+
     /// The key as text (lossy for non-UTF-8 keys).
     pub fn key_string(&self) -> Option<String> {
         self.key

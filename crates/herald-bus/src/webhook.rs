@@ -7,6 +7,7 @@
 //!   "<t>.<body>")>` when the subscription has a secret (see [`crate::signature`]).
 //!   `X-Herald-Delivery: <subscription>/<queue offset>` identifies the message (the
 //!   same on every retry, for idempotent receivers); `X-Herald-Delivery-Count` counts.
+//!   `traceparent` / `tracestate` carry the event's W3C trace context when it has one.
 //! - Success is any 2xx within `timeout_ms`; anything else is a failed attempt.
 //! - Retries: exponential backoff with jitter ([`crate::spec::RetryPolicy`]). Unordered
 //!   subscriptions nack the message with that delay (its concurrency slot is free
@@ -148,6 +149,15 @@ impl Deliverer {
             .header("x-herald-delivery-count", delivery_count.to_string());
         for (name, value) in headers {
             request = request.header(name, value);
+        }
+        // W3C trace context of the event (validated at publish), in both modes.
+        for (name, value) in [
+            ("traceparent", message.event.traceparent()),
+            ("tracestate", message.event.tracestate()),
+        ] {
+            if let Some(value) = value {
+                request = request.header(name, value);
+            }
         }
         if let Some(secret) = &self.target.secret {
             let now = chrono::Utc::now().timestamp();

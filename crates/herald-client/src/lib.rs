@@ -14,10 +14,14 @@
 //! let page = herald.fetch("orders", receipt.partition, SeekPosition::Earliest, 100, std::time::Duration::ZERO).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`trace`]: continue W3C traces: [`trace::child_traceparent`] gives a handler the
+//! context of its span; [`Herald::publish_in_trace`] publishes under a parent context.
 
 mod error;
 mod remote;
 mod streams;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -185,6 +189,19 @@ impl Herald {
         receipts
             .pop()
             .ok_or_else(|| ClientError::Protocol("empty publish response".into()))
+    }
+
+    /// Publishes one event as part of the trace `parent` (its `traceparent` /
+    /// `tracestate` extensions are set to `parent`), e.g. a follow-up event published by
+    /// a handler with the context from [`trace::child_traceparent`].
+    pub async fn publish_in_trace(
+        &self,
+        topic: &str,
+        mut event: CloudEvent,
+        parent: &trace::TraceContext,
+    ) -> Result<PublishReceipt, ClientError> {
+        parent.stamp(&mut event);
+        self.publish(topic, event).await
     }
 
     /// Publishes a batch (one atomic append per partition); receipts in input order.

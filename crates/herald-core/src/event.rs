@@ -132,6 +132,20 @@ impl CloudEvent {
             .and_then(|v| v.as_str())
     }
 
+    /// The W3C `traceparent` extension (distributed-tracing extension), if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.extensions
+            .get(crate::trace::EXT_TRACEPARENT)
+            .and_then(|v| v.as_str())
+    }
+
+    /// The W3C `tracestate` extension, if any.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.extensions
+            .get(crate::trace::EXT_TRACESTATE)
+            .and_then(|v| v.as_str())
+    }
+
     /// Fills Herald's defaults: `correlationid` = own `id` when absent.
     pub fn apply_defaults(&mut self) {
         if !self.extensions.contains_key(EXT_CORRELATION_ID) {
@@ -178,6 +192,7 @@ impl CloudEvent {
                 }
             }
         }
+        validate_trace_context(&self.extensions)?;
         for id_ext in [EXT_CORRELATION_ID, EXT_CAUSATION_ID, EXT_PARTITION_KEY] {
             if let Some(v) = self.extensions.get(id_ext) {
                 match v {
@@ -543,6 +558,28 @@ pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
             .map_err(|_| format!("invalid base64: {first}")),
         Err(e) => Err(format!("invalid base64: {e}")),
     }
+}
+
+
+/// The distributed-tracing extension: `traceparent` must be a valid W3C traceparent,
+/// `tracestate` a valid tracestate; both strings.
+fn validate_trace_context(
+    extensions: &BTreeMap<String, ExtensionValue>,
+) -> Result<(), ValidationError> {
+    use crate::trace::{validate_tracestate, TraceParent, EXT_TRACEPARENT, EXT_TRACESTATE};
+    if let Some(value) = extensions.get(EXT_TRACEPARENT) {
+        let text = value.as_str().ok_or_else(|| {
+            ValidationError::new(EXT_TRACEPARENT, "must be a string (W3C traceparent)")
+        })?;
+        TraceParent::parse(text).map_err(|e| ValidationError::new(EXT_TRACEPARENT, e))?;
+    }
+    if let Some(value) = extensions.get(EXT_TRACESTATE) {
+        let text = value.as_str().ok_or_else(|| {
+            ValidationError::new(EXT_TRACESTATE, "must be a string (W3C tracestate)")
+        })?;
+        validate_tracestate(text).map_err(|e| ValidationError::new(EXT_TRACESTATE, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

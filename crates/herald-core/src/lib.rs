@@ -10,6 +10,7 @@
 //!   on the same partition whichever protocol published it.
 //! - [`schema`]: JSON Schemas for event data per `type`: validation, versioned
 //!   registry, backward-compatibility checks between versions.
+//! - [`trace`]: W3C Trace Context (`traceparent`/`tracestate`) carried as extensions.
 //!
 //! Invariant: nothing in this crate touches the file system, the network or a clock
 //! other than through values passed in.
@@ -21,6 +22,7 @@ pub mod filter;
 pub mod name;
 pub mod partitioner;
 pub mod schema;
+pub mod trace;
 
 pub use error::{CodecError, ValidationError};
 pub use event::{CloudEvent, Data, ExtensionValue};

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use crate::body::LimitedBody;
 use crate::error::ApiError;
 use crate::params::{opt_u32, opt_u64, parse_time, seek, wait, QueryMap};
-use crate::AppState;
+use crate::{tracecontext, AppState};
+use tracing::Instrument as _;
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
@@ -89,11 +90,40 @@ pub async fn publish(
     crate::topics::reject_internal(&topic)?;
     state.broker.topic(&topic)?;
     let deliver_at_ms = delivery_time(&query, &headers)?;
-    let events = events_from_request(&headers, body)?;
+    let request_trace = tracecontext::from_headers(&headers)?;
+    let mut events = events_from_request(&headers, body)?;
+    let span = tracing::info_span!(
+        "herald.publish",
+        otel.name = %format!("publish {topic}"),
+        messaging.system = "herald",
+        messaging.destination.name = %topic,
+        messaging.batch.message_count = events.len(),
+    );
+    match &request_trace {
+        // The request span is already the header's child; this one nests under it.
+        Some(trace) => tracecontext::apply(&mut events, trace),
+        None => {
+            if let Some(first) = events.first() {
+                tracecontext::set_event_parent(&span, first);
+            }
+        }
+    }
     let entries: Vec<_> = events
         .into_iter()
         .map(|e| (e.partition_key().map(Bytes::from), e))
         .collect();
+    publish_entries(&state, &topic, entries, partition, deliver_at_ms)
+        .instrument(span)
+        .await
+}
+
+async fn publish_entries(
+    state: &AppState,
+    topic: &str,
+    entries: Vec<(Option<Bytes>, CloudEvent)>,
+    partition: Option<u32>,
+    deliver_at_ms: Option<i64>,
+) -> Result<Json<Value>, ApiError> {
     let list: Vec<Value> = match deliver_at_ms {
         None => state
             .broker

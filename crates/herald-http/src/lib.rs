@@ -9,6 +9,8 @@
 //! - [`streams`]: the event store (streams, `$all`, snapshots, catch-up subscriptions).
 //! - [`console`]: the web console's embedded assets at `/ui`; [`console_api`]: its
 //!   JSON views under `/v1/console`.
+//! - [`metrics`]: `GET /metrics` (Prometheus), request metrics, connection counts;
+//!   [`tracecontext`]: W3C `traceparent`/`tracestate` on publish and server spans.
 
 pub mod admission;
 pub mod body;
@@ -18,11 +20,13 @@ pub mod console_api;
 pub mod error;
 pub mod events;
 pub mod groups;
+pub mod metrics;
 pub mod params;
 pub mod schemas;
 pub mod sse;
 pub mod streams;
 pub mod topics;
+pub mod tracecontext;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -156,7 +160,9 @@ pub fn router_with_eventstore(
             "/v1/groups/{group}/members/{member}/commit",
             post(groups::commit),
         )
+        .route("/metrics", get(metrics::scrape))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             admission,
@@ -242,6 +248,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // `tap_io` only so that `ConnectInfo<SocketAddr>` keeps working with the wrapper.
+    let listener = metrics::CountingListener::new(listener).tap_io(|_| {});
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

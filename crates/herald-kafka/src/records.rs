@@ -20,9 +20,14 @@
 //!   `specversion` 1.0 and `time` = the producer timestamp. A record with some `ce_`
 //!   attributes gets only the missing required ones generated.
 //!
+//! - W3C `traceparent` / `tracestate` headers (when valid and no `ce_traceparent` is
+//!   given) → the distributed-tracing extensions of the same names; invalid ones are
+//!   kept like any other header.
+//!
 //! Fetch ([`EventRecord`] → Kafka record): the key is the log key, the value the data
 //! bytes, the headers are the kept headers first, then `ce_*` for every attribute and
-//! extension and `content-type`; the timestamp is the append time (LogAppendTime).
+//! extension, `content-type`, and plain `traceparent` / `tracestate` when the event has
+//! them; the timestamp is the append time (LogAppendTime).
 //!
 //! Limitation: `kafka-protocol` keeps a record's headers in a map, so a header name
 //! repeated within one record keeps its first position and its last value.
@@ -37,6 +42,7 @@ use std::collections::BTreeMap;
 use bytes::{Buf, Bytes, BytesMut};
 use herald_broker::EventRecord;
 use herald_core::event::{is_json_media_type, EXT_PARTITION_KEY};
+use herald_core::trace::{validate_tracestate, TraceParent, EXT_TRACEPARENT, EXT_TRACESTATE};
 use herald_core::{CloudEvent, Data, ExtensionValue, ValidationError};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
@@ -357,6 +363,7 @@ pub fn record_to_event(record: &Record, source: &str) -> Result<CloudEvent, Vali
     let mut extensions = BTreeMap::new();
     let mut content_type = None;
     let mut kept: Vec<Value> = Vec::new();
+    let (mut traceparent, mut tracestate) = (None, None);
     for (name, value) in &record.headers {
         let name: &str = name;
         if let Some(attribute) = name.strip_prefix(CE_PREFIX) {
@@ -380,6 +387,15 @@ pub fn record_to_event(record: &Record, source: &str) -> Result<CloudEvent, Vali
                         ExtensionValue::String(text.to_string()),
                     );
                     continue;
+                }
+            }
+        } else if let Some(slot) = trace_slot(name, &mut traceparent, &mut tracestate) {
+            if slot.is_none() {
+                if let Some(text) = value.as_deref().and_then(control_free_text) {
+                    if valid_trace_header(name, text) {
+                        *slot = Some(text.to_string());
+                        continue;
+                    }
                 }
             }
         } else if name == HEADER_CONTENT_TYPE && content_type.is_none() {
@@ -411,6 +427,13 @@ pub fn record_to_event(record: &Record, source: &str) -> Result<CloudEvent, Vali
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }
     event.extensions = extensions;
+    // W3C headers fill the distributed-tracing extension unless `ce_traceparent` set it.
+    if let (false, Some(parent)) = (event.extensions.contains_key(EXT_TRACEPARENT), traceparent) {
+        event.extensions.insert(EXT_TRACEPARENT.into(), ExtensionValue::String(parent));
+        if let Some(state) = tracestate {
+            event.extensions.insert(EXT_TRACESTATE.into(), ExtensionValue::String(state));
+        }
+    }
     if !event.extensions.contains_key(EXT_PARTITION_KEY) {
         if let Some(key) = record
             .key
@@ -437,6 +460,29 @@ pub fn record_to_event(record: &Record, source: &str) -> Result<CloudEvent, Vali
     event.datacontenttype = content_type;
     event.validate()?;
     Ok(event)
+}
+
+/// The slot a W3C trace header (`traceparent`, `tracestate`) fills, `None` for others.
+fn trace_slot<'a>(
+    name: &str,
+    traceparent: &'a mut Option<String>,
+    tracestate: &'a mut Option<String>,
+) -> Option<&'a mut Option<String>> {
+    match name {
+        EXT_TRACEPARENT => Some(traceparent),
+        EXT_TRACESTATE => Some(tracestate),
+        _ => None,
+    }
+}
+
+/// A trace header that does not validate is kept as an ordinary header, not refused:
+/// tracing must never make a produce fail.
+fn valid_trace_header(name: &str, text: &str) -> bool {
+    if name == EXT_TRACEPARENT {
+        TraceParent::parse(text).is_ok()
+    } else {
+        validate_tracestate(text).is_ok()
+    }
 }
 
 fn is_media_type(text: &str) -> bool {
@@ -545,6 +591,15 @@ pub fn event_to_record(event: &CloudEvent) -> (Option<Bytes>, IndexMap<StrBytes,
     for (name, value) in &event.extensions {
         if name != EXT_KAFKA_HEADERS {
             put(name, &value.to_header_string());
+        }
+    }
+    // W3C trace context also as the plain headers tracing instrumentations read.
+    for name in [EXT_TRACEPARENT, EXT_TRACESTATE] {
+        if let Some(ExtensionValue::String(value)) = event.extensions.get(name) {
+            let name = StrBytes::from_static_str(name);
+            if headers.get_index_of(&name).is_none_or(|i| i >= kept_count) {
+                headers.insert(name, Some(Bytes::copy_from_slice(value.as_bytes())));
+            }
         }
     }
     if let Some(ct) = &event.datacontenttype {

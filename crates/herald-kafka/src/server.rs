@@ -70,6 +70,7 @@ pub async fn serve(
                 let shared = Arc::clone(&shared);
                 let stop = stop.clone();
                 connections.spawn(async move {
+                    let _open = OpenConnection::new();
                     if let Err(e) = handle_connection(&shared, stream, peer, stop).await {
                         tracing::debug!(%peer, error = %e, "kafka connection ended with an error");
                     }
@@ -96,6 +97,27 @@ pub async fn serve(
     }
     ticker.abort();
     Ok(())
+}
+
+/// Histogram (seconds) of Kafka request handling by API key (`metrics` facade).
+pub const REQUEST_SECONDS_METRIC: &str = "herald_kafka_request_duration_seconds";
+/// Gauge of open connections by protocol (`protocol="kafka"` here).
+pub const OPEN_CONNECTIONS_METRIC: &str = "herald_open_connections";
+
+/// Counts a live Kafka connection in [`OPEN_CONNECTIONS_METRIC`] until dropped.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics::gauge!(OPEN_CONNECTIONS_METRIC, "protocol" => "kafka").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(OPEN_CONNECTIONS_METRIC, "protocol" => "kafka").decrement(1.0);
+    }
 }
 
 async fn group_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -156,7 +178,11 @@ async fn handle_connection(
                     }
                 }
                 let version = header.request_api_version;
-                match api::handle(shared, &session, &header, request).await {
+                let started = Instant::now();
+                let response = api::handle(shared, &session, &header, request).await;
+                metrics::histogram!(REQUEST_SECONDS_METRIC, "api" => format!("{api_key:?}"))
+                    .record(started.elapsed().as_secs_f64());
+                match response {
                     Some(response) => {
                         match encode_response(api_key, version, header.correlation_id, &response) {
                             Ok(bytes) => Some(bytes),

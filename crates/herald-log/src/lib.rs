@@ -60,3 +60,7 @@ pub use index::{decode_offset_entry, decode_time_entry, OffsetIndexEntry, TimeIn
 pub use log::PartitionLog;
 pub use record::{AppendOutcome, Record, StoredRecord};
 pub use recovery::{OffsetGap, RecoveryReport};
+
+/// Histogram (seconds) of the group-commit `fdatasync` of `always` partitions, recorded
+/// through the `metrics` facade (a no-op unless the process installed a recorder).
+pub const FSYNC_SECONDS_METRIC: &str = "herald_log_fsync_duration_seconds";

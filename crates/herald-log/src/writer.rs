@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::batch::{set_base_offset, BatchHeader};
 use crate::config::FsyncPolicy;
 use crate::error::{is_no_space, LogError};
+use crate::FSYNC_SECONDS_METRIC;
 use crate::index::{IndexEntry, Indexer};
 use crate::record::AppendOutcome;
 use crate::segment::{Segment, SegmentState};
@@ -300,8 +301,12 @@ impl Writer {
 
     fn sync_run(&mut self) -> Result<(), LogError> {
         if self.shared.config.fsync == FsyncPolicy::Always {
-            self.shared
-                .sync_data(self.segment.log_file(), self.segment.log_path())
+            let started = Instant::now();
+            let result = self
+                .shared
+                .sync_data(self.segment.log_file(), self.segment.log_path());
+            metrics::histogram!(FSYNC_SECONDS_METRIC).record(started.elapsed().as_secs_f64());
+            result
         } else {
             self.unsynced_since.get_or_insert_with(Instant::now);
             Ok(())

@@ -4,12 +4,14 @@
 //! - [`cli`]: client commands (topics, produce, consume/tail, groups) over HTTP.
 //! - [`bus_cli`]: event-bus commands (subscriptions, queue, dlq, filters) over HTTP.
 //! - [`streams_cli`]: event-store commands (streams, `$all`) over HTTP.
+//! - [`telemetry`]: logs (text/JSON), OTLP span export, the Prometheus recorder.
 
 mod bus_cli;
 mod cli;
 mod output;
 mod serve;
 mod streams_cli;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 

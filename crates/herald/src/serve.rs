@@ -28,6 +28,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./herald-data";
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -75,6 +77,10 @@ pub struct ServeArgs {
     /// assignment, in ms (Kafka's group.initial.rebalance.delay.ms; default 3000).
     #[arg(long, env = "HERALD_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     kafka_group_initial_rebalance_delay_ms: Option<u64>,
+    /// Export server spans over OTLP http/protobuf to this collector URL (e.g.
+    /// http://127.0.0.1:4318; `/v1/traces` is appended). Off by default.
+    #[arg(long, env = "HERALD_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -101,6 +107,7 @@ struct FileConfig {
     kafka_auto_create_topics: Option<bool>,
     kafka_default_partitions: Option<u32>,
     kafka_group_initial_rebalance_delay_ms: Option<u64>,
+    otlp_endpoint: Option<String>,
 }
 
 /// The resolved configuration.
@@ -113,6 +120,8 @@ struct ServeConfig {
     max_inflight_bytes: usize,
     inflight_wait: Duration,
     log_format: LogFormat,
+    /// OTLP/HTTP collector URL; `None` exports nothing.
+    otlp_endpoint: Option<String>,
     /// `None` when the Kafka listener is disabled.
     kafka: Option<KafkaConfig>,
 }
@@ -199,25 +208,24 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
+        otlp_endpoint: args
+            .otlp_endpoint
+            .or(file.otlp_endpoint)
+            .filter(|e| !e.trim().is_empty()),
         kafka,
     })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = resolve(args)?;
-    init_logging(config.log_format);
+    let telemetry = crate::telemetry::init(config.log_format, config.otlp_endpoint.as_deref())?;
+    let upkeep = tokio::spawn(async {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            herald_http::metrics::upkeep();
+        }
+    });
     if config.max_event_bytes == 0 || config.max_request_bytes < config.max_event_bytes {
         anyhow::bail!("max_request_bytes must be at least max_event_bytes, and both above 0");
     }
@@ -295,7 +303,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Err(_) => tracing::warn!("Kafka connections did not finish in time; exiting anyway"),
         }
     }
+    upkeep.abort();
     tracing::info!("herald stopped");
+    telemetry.shutdown().await;
     Ok(())
 }
 

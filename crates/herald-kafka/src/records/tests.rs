@@ -54,6 +54,44 @@ fn a_plain_record_gets_generated_attributes() {
 }
 
 #[test]
+fn w3c_trace_headers_become_the_tracing_extension_and_come_back() {
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = record(
+        None,
+        Some(b"v"),
+        &[
+            ("traceparent", Some(parent.as_bytes())),
+            ("tracestate", Some(b"k=v")),
+        ],
+    );
+    let event = record_to_event(&r, "/kafka/app").expect("valid");
+    assert_eq!(event.traceparent(), Some(parent));
+    assert_eq!(event.tracestate(), Some("k=v"));
+    assert!(kept_headers(&event).is_empty());
+    // Still a plain record: the producer timestamp becomes `time`.
+    assert_eq!(event.time.as_deref(), Some("2023-11-14T22:13:20.123Z"));
+    let (_, headers) = event_to_record(&store_and_load(event));
+    let header = |name: &str| {
+        headers
+            .get(&StrBytes::from_string(name.to_string()))
+            .cloned()
+            .flatten()
+    };
+    assert_eq!(header("traceparent"), Some(Bytes::from(parent)));
+    assert_eq!(header("tracestate"), Some(Bytes::from_static(b"k=v")));
+    assert_eq!(header("ce_traceparent"), Some(Bytes::from(parent)));
+
+    // An invalid traceparent is kept as an ordinary header, never refused.
+    let r = record(None, Some(b"v"), &[("traceparent", Some(b"garbage"))]);
+    let event = record_to_event(&r, "/kafka/app").expect("valid");
+    assert_eq!(event.traceparent(), None);
+    assert_eq!(
+        kept_headers(&event),
+        vec![("traceparent".to_string(), Some(Bytes::from_static(b"garbage")))]
+    );
+}
+
+#[test]
 fn ce_headers_become_attributes_and_json_is_kept_byte_for_byte() {
     let r = record(
         Some(b"k"),

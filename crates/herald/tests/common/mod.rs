@@ -234,6 +234,7 @@ fn spawn_server(
         .env_remove("HERALD_KAFKA_AUTO_CREATE_TOPICS")
         .env_remove("HERALD_KAFKA_DEFAULT_PARTITIONS")
         .env_remove("HERALD_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")
+        .env_remove("HERALD_OTLP_ENDPOINT")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
