@@ -64,9 +64,10 @@ impl TraceContext {
         );
         match &self.state {
             Some(state) => {
-                event
-                    .extensions
-                    .insert(EXT_TRACESTATE.to_string(), ExtensionValue::String(state.clone()));
+                event.extensions.insert(
+                    EXT_TRACESTATE.to_string(),
+                    ExtensionValue::String(state.clone()),
+                );
             }
             None => {
                 event.extensions.remove(EXT_TRACESTATE);

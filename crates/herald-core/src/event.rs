@@ -560,7 +560,6 @@ pub fn base64_decode(input: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-
 /// The distributed-tracing extension: `traceparent` must be a valid W3C traceparent,
 /// `tracestate` a valid tracestate; both strings.
 fn validate_trace_context(

@@ -201,7 +201,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
             "0é-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
-            assert!(TraceParent::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                TraceParent::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

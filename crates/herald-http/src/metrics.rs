@@ -75,7 +75,10 @@ pub fn upkeep() {
 
 /// `GET /metrics`: the Prometheus text exposition format.
 pub async fn scrape(State(state): State<AppState>) -> Response {
-    let mut out = HANDLE.get().map(PrometheusHandle::render).unwrap_or_default();
+    let mut out = HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
@@ -152,7 +155,12 @@ struct Family<'a> {
 }
 
 impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &'static str, kind: &'static str, help: &'static str) -> Self {
+    fn new(
+        out: &'a mut String,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+    ) -> Self {
         Self {
             out,
             name,

@@ -28,9 +28,9 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Option<RequestTrace>, ApiErro
     let Some(value) = headers.get(EXT_TRACEPARENT) else {
         return Ok(None);
     };
-    let text = value.to_str().map_err(|_| {
-        ApiError::invalid(EXT_TRACEPARENT, "header value must be visible ASCII")
-    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid(EXT_TRACEPARENT, "header value must be visible ASCII"))?;
     let parent = TraceParent::parse(text.trim())
         .map_err(|e| ApiError::invalid(EXT_TRACEPARENT, format!("invalid W3C traceparent: {e}")))?;
     let state = match headers.get(EXT_TRACESTATE) {
@@ -61,9 +61,10 @@ pub fn apply(events: &mut [CloudEvent], trace: &RequestTrace) {
         );
         match &trace.state {
             Some(state) => {
-                event
-                    .extensions
-                    .insert(EXT_TRACESTATE.to_string(), ExtensionValue::String(state.clone()));
+                event.extensions.insert(
+                    EXT_TRACESTATE.to_string(),
+                    ExtensionValue::String(state.clone()),
+                );
             }
             None => {
                 event.extensions.remove(EXT_TRACESTATE);
@@ -89,10 +90,7 @@ pub fn otel_context(parent: &TraceParent, state: Option<&str>) -> opentelemetry:
 /// Makes `span` a child of the request's `traceparent` header when it parses (no-op
 /// when it does not, or when no OpenTelemetry layer is installed).
 pub fn set_remote_parent(span: &tracing::Span, headers: &HeaderMap) {
-    let Some(text) = headers
-        .get(EXT_TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(text) = headers.get(EXT_TRACEPARENT).and_then(|v| v.to_str().ok()) else {
         return;
     };
     let Ok(parent) = TraceParent::parse(text.trim()) else {
@@ -125,7 +123,10 @@ mod tests {
 
     #[test]
     fn headers_are_validated() {
-        assert_eq!(from_headers(&headers(&[("tracestate", "a=b")])).ok(), Some(None));
+        assert_eq!(
+            from_headers(&headers(&[("tracestate", "a=b")])).ok(),
+            Some(None)
+        );
         let trace = from_headers(&headers(&[("traceparent", PARENT), ("tracestate", "a=b")]))
             .ok()
             .flatten()
@@ -134,8 +135,11 @@ mod tests {
         assert_eq!(trace.state.as_deref(), Some("a=b"));
         let error = from_headers(&headers(&[("traceparent", "00-zz")])).expect_err("invalid");
         assert_eq!(error.field.as_deref(), Some("traceparent"));
-        let error = from_headers(&headers(&[("traceparent", PARENT), ("tracestate", "nokey")]))
-            .expect_err("invalid");
+        let error = from_headers(&headers(&[
+            ("traceparent", PARENT),
+            ("tracestate", "nokey"),
+        ]))
+        .expect_err("invalid");
         assert_eq!(error.field.as_deref(), Some("tracestate"));
     }
 

@@ -429,9 +429,13 @@ pub fn record_to_event(record: &Record, source: &str) -> Result<CloudEvent, Vali
     event.extensions = extensions;
     // W3C headers fill the distributed-tracing extension unless `ce_traceparent` set it.
     if let (false, Some(parent)) = (event.extensions.contains_key(EXT_TRACEPARENT), traceparent) {
-        event.extensions.insert(EXT_TRACEPARENT.into(), ExtensionValue::String(parent));
+        event
+            .extensions
+            .insert(EXT_TRACEPARENT.into(), ExtensionValue::String(parent));
         if let Some(state) = tracestate {
-            event.extensions.insert(EXT_TRACESTATE.into(), ExtensionValue::String(state));
+            event
+                .extensions
+                .insert(EXT_TRACESTATE.into(), ExtensionValue::String(state));
         }
     }
     if !event.extensions.contains_key(EXT_PARTITION_KEY) {

@@ -31,11 +31,11 @@ use tokio::sync::oneshot;
 use crate::batch::{set_base_offset, BatchHeader};
 use crate::config::FsyncPolicy;
 use crate::error::{is_no_space, LogError};
-use crate::FSYNC_SECONDS_METRIC;
 use crate::index::{IndexEntry, Indexer};
 use crate::record::AppendOutcome;
 use crate::segment::{Segment, SegmentState};
 use crate::state::Shared;
+use crate::FSYNC_SECONDS_METRIC;
 
 /// One queued append: an encoded batch (base offset not yet stamped).
 #[derive(Debug)]

@@ -81,8 +81,11 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|suffix| {
-                name.strip_suffix(suffix)
-                    .filter(|base| typed.get(*base).is_some_and(|k| k == "histogram" || k == "summary"))
+                name.strip_suffix(suffix).filter(|base| {
+                    typed
+                        .get(*base)
+                        .is_some_and(|k| k == "histogram" || k == "summary")
+                })
             })
             .unwrap_or(&name)
             .to_string();
@@ -246,14 +249,20 @@ fn counters_lag_and_requests_after_known_traffic() {
     );
     let member = joined["member_id"].as_str().expect("member id").to_string();
     let mut delivered = 0;
-    wait_for("the group reads all 5 events", Duration::from_secs(10), || {
-        let page = api
-            .get(&format!("/v1/groups/billing/members/{member}/events?max=100&wait_ms=100"))
-            .expect_status(200)
-            .body;
-        delivered += page["events"].as_array().map_or(0, Vec::len);
-        (delivered >= 5).then_some(())
-    });
+    wait_for(
+        "the group reads all 5 events",
+        Duration::from_secs(10),
+        || {
+            let page = api
+                .get(&format!(
+                    "/v1/groups/billing/members/{member}/events?max=100&wait_ms=100"
+                ))
+                .expect_status(200)
+                .body;
+            delivered += page["events"].as_array().map_or(0, Vec::len);
+            (delivered >= 5).then_some(())
+        },
+    );
     assert_eq!(delivered, 5);
     api.post_json(
         &format!("/v1/groups/billing/members/{member}/commit"),
@@ -268,14 +277,28 @@ fn counters_lag_and_requests_after_known_traffic() {
     assert_eq!(expect(&samples, "herald_appended_events_total", &p1), 2.0);
     let bytes0: u64 = first.iter().map(stored_bytes).sum();
     let bytes1: u64 = second.iter().map(stored_bytes).sum();
-    assert_eq!(expect(&samples, "herald_appended_bytes_total", &p0), bytes0 as f64);
-    assert_eq!(expect(&samples, "herald_appended_bytes_total", &p1), bytes1 as f64);
+    assert_eq!(
+        expect(&samples, "herald_appended_bytes_total", &p0),
+        bytes0 as f64
+    );
+    assert_eq!(
+        expect(&samples, "herald_appended_bytes_total", &p1),
+        bytes1 as f64
+    );
     assert_eq!(expect(&samples, "herald_partition_end_offset", &p0), 3.0);
     assert_eq!(expect(&samples, "herald_partition_end_offset", &p1), 2.0);
     assert!(expect(&samples, "herald_partition_size_bytes", &p0) >= bytes0 as f64);
 
-    let g0 = [("group", "billing"), ("topic", "orders"), ("partition", "0")];
-    let g1 = [("group", "billing"), ("topic", "orders"), ("partition", "1")];
+    let g0 = [
+        ("group", "billing"),
+        ("topic", "orders"),
+        ("partition", "0"),
+    ];
+    let g1 = [
+        ("group", "billing"),
+        ("topic", "orders"),
+        ("partition", "1"),
+    ];
     assert_eq!(expect(&samples, "herald_group_lag", &g0), 1.0);
     assert_eq!(expect(&samples, "herald_group_lag", &g1), 2.0);
     assert_eq!(expect(&samples, "herald_group_committed_offset", &g0), 2.0);
@@ -288,13 +311,20 @@ fn counters_lag_and_requests_after_known_traffic() {
         ),
         5.0
     );
-    assert_eq!(expect(&samples, "herald_group_members", &[("group", "billing")]), 1.0);
+    assert_eq!(
+        expect(&samples, "herald_group_members", &[("group", "billing")]),
+        1.0
+    );
 
     let requests = |status: &str| {
         value(
             &samples,
             "herald_http_requests_total",
-            &[("method", "POST"), ("route", PUBLISH_ROUTE), ("status", status)],
+            &[
+                ("method", "POST"),
+                ("route", PUBLISH_ROUTE),
+                ("status", status),
+            ],
         )
     };
     assert_eq!(requests("200"), Some(2.0));
@@ -302,7 +332,11 @@ fn counters_lag_and_requests_after_known_traffic() {
     assert_eq!(requests("400"), Some(1.0));
     let publish_labels = [("method", "POST"), ("route", PUBLISH_ROUTE)];
     assert_eq!(
-        expect(&samples, "herald_http_request_duration_seconds_count", &publish_labels),
+        expect(
+            &samples,
+            "herald_http_request_duration_seconds_count",
+            &publish_labels
+        ),
         4.0
     );
     assert_eq!(
@@ -334,7 +368,11 @@ fn counters_lag_and_requests_after_known_traffic() {
     let fsyncs = expect(&samples, "herald_log_fsync_duration_seconds_count", &[]);
     assert!(fsyncs >= 2.0, "{fsyncs} fsyncs");
     assert_eq!(
-        expect(&samples, "herald_log_fsync_duration_seconds_bucket", &[("le", "+Inf")]),
+        expect(
+            &samples,
+            "herald_log_fsync_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
         fsyncs
     );
     assert!(expect(&samples, "herald_open_connections", &[("protocol", "http")]) >= 1.0);
@@ -345,17 +383,26 @@ fn kafka_connections_are_counted_while_open() {
     let server = Server::start();
     let api = server.api();
     let kafka_open = |api: &Api| {
-        value(&scrape(api), "herald_open_connections", &[("protocol", "kafka")]).unwrap_or(0.0)
+        value(
+            &scrape(api),
+            "herald_open_connections",
+            &[("protocol", "kafka")],
+        )
+        .unwrap_or(0.0)
     };
     assert_eq!(kafka_open(&api), 0.0);
     let connection = std::net::TcpStream::connect(server.kafka_addr()).expect("connect");
-    wait_for("the Kafka connection counted", Duration::from_secs(10), || {
-        (kafka_open(&api) == 1.0).then_some(())
-    });
+    wait_for(
+        "the Kafka connection counted",
+        Duration::from_secs(10),
+        || (kafka_open(&api) == 1.0).then_some(()),
+    );
     drop(connection);
-    wait_for("the Kafka connection released", Duration::from_secs(10), || {
-        (kafka_open(&api) == 0.0).then_some(())
-    });
+    wait_for(
+        "the Kafka connection released",
+        Duration::from_secs(10),
+        || (kafka_open(&api) == 0.0).then_some(()),
+    );
 }
 
 #[test]
@@ -374,24 +421,44 @@ fn webhook_failures_dlq_depth_and_queue_backlog() {
     publish_data(&api, "jobs", "j-1", "job.created", json!({"n": 1}));
     wait_queued(&api, "q", 1);
     let hook = [("subscription", "hook")];
-    let samples = wait_for("the webhook event dead-lettered", Duration::from_secs(20), || {
-        let samples = scrape(&api);
-        let depth = value(
-            &samples,
-            "herald_dlq_depth",
-            &[("subscription", "hook"), ("topic", "hook.dlq")],
-        );
-        (depth == Some(1.0)).then_some(samples)
-    });
-    assert_eq!(expect(&samples, "herald_webhook_failures_total", &hook), 2.0);
-    assert_eq!(expect(&samples, "herald_webhook_deliveries_total", &hook), 0.0);
-    assert_eq!(expect(&samples, "herald_webhook_dead_lettered_total", &hook), 1.0);
+    let samples = wait_for(
+        "the webhook event dead-lettered",
+        Duration::from_secs(20),
+        || {
+            let samples = scrape(&api);
+            let depth = value(
+                &samples,
+                "herald_dlq_depth",
+                &[("subscription", "hook"), ("topic", "hook.dlq")],
+            );
+            (depth == Some(1.0)).then_some(samples)
+        },
+    );
+    assert_eq!(
+        expect(&samples, "herald_webhook_failures_total", &hook),
+        2.0
+    );
+    assert_eq!(
+        expect(&samples, "herald_webhook_deliveries_total", &hook),
+        0.0
+    );
+    assert_eq!(
+        expect(&samples, "herald_webhook_dead_lettered_total", &hook),
+        1.0
+    );
     assert_eq!(receiver.received().len(), 2);
     let q = [("subscription", "q")];
-    assert_eq!(expect(&samples, "herald_subscription_matched_total", &q), 1.0);
+    assert_eq!(
+        expect(&samples, "herald_subscription_matched_total", &q),
+        1.0
+    );
     assert_eq!(expect(&samples, "herald_subscription_backlog", &q), 1.0);
     assert_eq!(
-        expect(&samples, "herald_dlq_depth", &[("subscription", "q"), ("topic", "q.dlq")]),
+        expect(
+            &samples,
+            "herald_dlq_depth",
+            &[("subscription", "q"), ("topic", "q.dlq")]
+        ),
         0.0
     );
 }

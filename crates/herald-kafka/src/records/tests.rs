@@ -87,7 +87,10 @@ fn w3c_trace_headers_become_the_tracing_extension_and_come_back() {
     assert_eq!(event.traceparent(), None);
     assert_eq!(
         kept_headers(&event),
-        vec![("traceparent".to_string(), Some(Bytes::from_static(b"garbage")))]
+        vec![(
+            "traceparent".to_string(),
+            Some(Bytes::from_static(b"garbage"))
+        )]
     );
 }
 
