@@ -127,14 +127,14 @@ async fn publish_entries(
     let list: Vec<Value> = match deliver_at_ms {
         None => state
             .broker
-            .publish_keyed(&topic, entries, partition)
+            .publish_keyed(topic, entries, partition)
             .await?
             .iter()
             .map(receipt_json)
             .collect(),
         Some(at) => state
             .broker
-            .publish_delayed(&topic, entries, partition, at)
+            .publish_delayed(topic, entries, partition, at)
             .await?
             .into_iter()
             .map(|r| match &r.delivered {
