@@ -40,17 +40,22 @@ fn a_held_budget_gives_503_then_recovers() {
     slow.flush().expect("flush");
 
     // Wait until the slow request holds the budget: a bulk publish (over 16 KiB) is refused.
-    let bulk: Vec<serde_json::Value> = (0..24)
-        .map(|i| {
-            common::event_with_data(
-                &format!("e-during-{i}"),
-                serde_json::json!("x".repeat(1000)),
-            )
-        })
-        .collect();
+    // Attempts before that may still be admitted; each attempt has its own ids.
+    let bulk = |attempt: u32| -> Vec<serde_json::Value> {
+        (0..24)
+            .map(|i| {
+                common::event_with_data(
+                    &format!("e-during-a{attempt}-i{i}"),
+                    serde_json::json!("x".repeat(1000)),
+                )
+            })
+            .collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
     let refused = loop {
-        let reply = api.post_json("/v1/topics/held/events", &serde_json::json!(bulk));
+        attempt += 1;
+        let reply = api.post_json("/v1/topics/held/events", &serde_json::json!(bulk(attempt)));
         if reply.status == 503 {
             break reply;
         }
@@ -94,7 +99,7 @@ fn a_held_budget_gives_503_then_recovers() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let stored = api.get("/v1/topics/held/events?partition=0&offset=0");
+    let stored = api.get("/v1/topics/held/events?partition=0&offset=0&max=10000");
     let text = stored.text.clone();
     assert!(
         text.contains("e-before") && text.contains("e-after"),
