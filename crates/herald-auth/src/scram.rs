@@ -28,15 +28,17 @@ pub enum SaslError {
 
 enum State {
     Start,
-    SentServerFirst {
-        user: String,
-        keys: Option<ScramKeys>,
-        gs2_header: String,
-        client_first_bare: String,
-        server_first: String,
-        nonce: String,
-    },
+    SentServerFirst(Box<Pending>),
     Finished,
+}
+
+struct Pending {
+    user: String,
+    keys: Option<ScramKeys>,
+    gs2_header: String,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
 }
 
 /// One SCRAM-SHA-256 login in progress.
@@ -104,31 +106,32 @@ impl ScramServer {
         rand::rng().fill_bytes(&mut server_nonce);
         let nonce = format!("{client_nonce}{}", STANDARD.encode(server_nonce));
         let server_first = format!("r={nonce},s={},i={iterations}", STANDARD.encode(&salt));
-        self.state = State::SentServerFirst {
+        self.state = State::SentServerFirst(Box::new(Pending {
             user,
             keys,
             gs2_header: gs2_header.to_string(),
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
-        };
+        }));
         Ok(server_first.into_bytes())
     }
 
     /// Handles the client-final message. On success returns the authenticated user
     /// and the server-final message (`v=...`).
     pub fn client_final(&mut self, message: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
-        let State::SentServerFirst {
+        let State::SentServerFirst(pending) = std::mem::replace(&mut self.state, State::Finished)
+        else {
+            return Err(SaslError::OutOfOrder);
+        };
+        let Pending {
             user,
             keys,
             gs2_header,
             client_first_bare,
             server_first,
             nonce,
-        } = std::mem::replace(&mut self.state, State::Finished)
-        else {
-            return Err(SaslError::OutOfOrder);
-        };
+        } = *pending;
         let message =
             std::str::from_utf8(message).map_err(|_| SaslError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = message
