@@ -105,11 +105,62 @@ enum Transport {
     Embedded(Broker),
 }
 
+/// How to reach a server that requires credentials or TLS.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// API token sent as `Authorization: Bearer` (see `herald auth add-token`).
+    pub token: Option<String>,
+    /// PEM root certificate(s) to trust for `https://` URLs (e.g. a private CA).
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain + private key for mutual TLS.
+    pub client_identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_cert_pem", &self.ca_cert_pem.is_some())
+            .field("client_identity_pem", &self.client_identity_pem.is_some())
+            .finish()
+    }
+}
+
+/// The HTTP client the SDK and CLI use: connect timeout, token header (marked
+/// sensitive so it is never logged), extra roots and client identity.
+pub fn http_client(options: &ConnectOptions) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(token) = &options.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| {
+                ClientError::Protocol("the token has characters a header cannot carry".into())
+            })?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
+    if let Some(pem) = &options.ca_cert_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(pem) = &options.client_identity_pem {
+        builder = builder.identity(reqwest::Identity::from_pem(pem)?);
+    }
+    Ok(builder.build()?)
+}
+
 impl Herald {
     /// Connects to a server, e.g. `http://127.0.0.1:8080`. No request is made yet.
     pub fn connect(base_url: &str) -> Result<Self, ClientError> {
+        Self::connect_with(base_url, &ConnectOptions::default())
+    }
+
+    /// Connects with a token and/or TLS settings.
+    pub fn connect_with(base_url: &str, options: &ConnectOptions) -> Result<Self, ClientError> {
         Ok(Self {
-            transport: Transport::Remote(Remote::new(base_url)?),
+            transport: Transport::Remote(Remote::new(base_url, options)?),
             eventstore: None,
         })
     }

@@ -29,10 +29,8 @@ struct Receipt {
 }
 
 impl Remote {
-    pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+    pub fn new(base_url: &str, options: &crate::ConnectOptions) -> Result<Self, ClientError> {
+        let http = crate::http_client(options)?;
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),

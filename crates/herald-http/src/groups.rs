@@ -9,11 +9,13 @@ use bytes::Bytes;
 use herald_broker::{Assignment, GroupDescription, JoinOptions, OffsetReset, SeekPosition};
 use serde_json::{json, Value};
 
+use crate::auth::Access;
 use crate::body::LimitedBody;
 use crate::error::ApiError;
 use crate::events::{records_json, FETCH_DEFAULT_MAX};
 use crate::params::{opt_u64, parse_time, wait, QueryMap};
 use crate::AppState;
+use herald_auth::{Operation, ResourceKind};
 
 fn assignments_json(assignments: &[Assignment]) -> Vec<Value> {
     assignments
@@ -46,6 +48,7 @@ fn json_body(body: Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
 pub async fn join(
     State(state): State<AppState>,
     Path(group): Path<String>,
+    access: Access,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
@@ -66,6 +69,9 @@ pub async fn join(
             ))
         }
     };
+    for topic in &topics {
+        access.require(ResourceKind::Topic, topic, Operation::Consume)?;
+    }
     let mut options = JoinOptions::new(topics);
     if let Some(v) = body.get("session_timeout_ms") {
         let ms = v

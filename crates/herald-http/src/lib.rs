@@ -13,6 +13,7 @@
 //!   [`tracecontext`]: W3C `traceparent`/`tracestate` on publish and server spans.
 
 pub mod admission;
+pub mod auth;
 pub mod body;
 pub mod bus;
 pub mod console;
@@ -49,6 +50,8 @@ pub struct HttpOptions {
     pub max_inflight_bytes: usize,
     /// How long a request waits for room in that budget before a 503, default 5 s.
     pub inflight_wait: std::time::Duration,
+    /// Users, tokens and ACLs; `None` = no authentication (every request allowed).
+    pub auth: Option<std::sync::Arc<herald_auth::AuthStore>>,
 }
 
 impl Default for HttpOptions {
@@ -57,6 +60,7 @@ impl Default for HttpOptions {
             max_request_bytes: 16 * 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
             inflight_wait: std::time::Duration::from_secs(5),
+            auth: None,
         }
     }
 }
@@ -98,13 +102,14 @@ pub fn router_with_eventstore(
         options.max_request_bytes,
         options.inflight_wait,
     );
+    let auth = options.auth.clone();
     let state = AppState {
         broker,
         options,
         bus,
         eventstore,
     };
-    Router::new()
+    let router = Router::new()
         .merge(bus_routes())
         .merge(stream_routes())
         .merge(console::routes())
@@ -161,7 +166,13 @@ pub fn router_with_eventstore(
             post(groups::commit),
         )
         .route("/metrics", get(metrics::scrape))
-        .fallback(not_found)
+        .fallback(not_found);
+    // Authorization sits inside the request metrics, so 401s and 403s are counted.
+    let router = match auth {
+        Some(store) => router.layer(axum::middleware::from_fn_with_state(store, auth::enforce)),
+        None => router,
+    };
+    router
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(

@@ -9,10 +9,12 @@ use herald_broker::record::format_time_ms;
 use herald_broker::{Broker, TopicConfig};
 use serde_json::{json, Value};
 
+use crate::auth::Access;
 use crate::body::LimitedBody;
 use crate::error::ApiError;
 use crate::params::QueryMap;
 use crate::AppState;
+use herald_auth::{Operation, ResourceKind};
 
 /// JSON description of a topic with live partition stats.
 pub fn describe_json(broker: &Broker, meta: &TopicMeta) -> Value {
@@ -33,6 +35,7 @@ pub fn describe_json(broker: &Broker, meta: &TopicMeta) -> Value {
 
 pub async fn create(
     State(state): State<AppState>,
+    access: Access,
     LimitedBody(body): LimitedBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let value: Value = serde_json::from_slice(&body)
@@ -54,6 +57,7 @@ pub async fn create(
             "names starting with `__` are reserved for Herald's internal topics",
         ));
     }
+    access.require(ResourceKind::Topic, &name, Operation::Create)?;
     map.retain(|_, v| !v.is_null());
     // Check each setting alone first, so the error names the bad one.
     for (key, value) in &map {
@@ -71,13 +75,19 @@ pub async fn create(
 }
 
 /// Lists topics; internal ones (`__` prefix) only with `?internal=true`.
-pub async fn list(State(state): State<AppState>, Query(query): Query<QueryMap>) -> Json<Value> {
+/// With auth on, only topics the caller has some right on are listed.
+pub async fn list(
+    State(state): State<AppState>,
+    access: Access,
+    Query(query): Query<QueryMap>,
+) -> Json<Value> {
     let internal = query.get("internal").is_some_and(|v| v == "true");
     let topics: Vec<Value> = state
         .broker
         .list_topics()
         .iter()
         .filter(|m| internal || !m.name.starts_with("__"))
+        .filter(|m| access.can_see(ResourceKind::Topic, &m.name))
         .map(|m| describe_json(&state.broker, m))
         .collect();
     Json(json!({ "topics": topics }))

@@ -13,9 +13,13 @@ pub struct BusClient {
 }
 
 impl BusClient {
-    pub fn new(url: &str, json: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        connect: &herald_client::ConnectOptions,
+        json: bool,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            http: reqwest::Client::builder().build()?,
+            http: herald_client::http_client(connect)?,
             base: url.trim_end_matches('/').to_string(),
             json,
         })

@@ -26,9 +26,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(url: &str, json: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        connect: &herald_client::ConnectOptions,
+        json: bool,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            herald: Herald::connect(url)?,
+            herald: Herald::connect_with(url, connect)?,
             json,
         })
     }

@@ -4,8 +4,10 @@
 //! - [`cli`]: client commands (topics, produce, consume/tail, groups) over HTTP.
 //! - [`bus_cli`]: event-bus commands (subscriptions, queue, dlq, filters) over HTTP.
 //! - [`streams_cli`]: event-store commands (streams, `$all`) over HTTP.
+//! - [`auth_cli`]: `herald auth` (users, tokens, ACLs in the auth file).
 //! - [`telemetry`]: logs (text/JSON), OTLP span export, the Prometheus recorder.
 
+mod auth_cli;
 mod bus_cli;
 mod cli;
 mod output;
@@ -30,6 +32,12 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     url: String,
+    /// API token for client commands (`herald auth add-token`), sent as a Bearer token.
+    #[arg(long, global = true, env = "HERALD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of a CA to trust for an `https://` server URL.
+    #[arg(long, global = true, env = "HERALD_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Machine-readable output: one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
@@ -73,9 +81,26 @@ enum Command {
     Streams(streams_cli::StreamsCommand),
     /// Read (or --follow) the global `$all` order of the event store.
     All(streams_cli::AllArgs),
+    /// Manage the auth file: users, passwords, API tokens, ACLs.
+    Auth(auth_cli::AuthArgs),
     /// Load-test Herald (embedded, HTTP) or a peer (NATS JetStream, Redis Streams);
     /// `bench limits` measures the machine, `bench table` compares results.
     Bench(herald_bench::BenchCommand),
+}
+
+fn connect_options(cli: &Cli) -> anyhow::Result<herald_client::ConnectOptions> {
+    let ca_cert_pem = match &cli.ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading --ca-cert {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(herald_client::ConnectOptions {
+        token: cli.token.clone(),
+        ca_cert_pem,
+        client_identity_pem: None,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,27 +116,42 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let connect = connect_options(&cli)?;
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Auth(args) => auth_cli::run(args, cli.json),
             Command::Subscriptions(c) => {
-                bus_cli::subscriptions(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
+                bus_cli::subscriptions(&bus_cli::BusClient::new(&cli.url, &connect, cli.json)?, c)
+                    .await
             }
             Command::Queue(c) => {
-                bus_cli::queue(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
+                bus_cli::queue(&bus_cli::BusClient::new(&cli.url, &connect, cli.json)?, c).await
             }
-            Command::Dlq(c) => bus_cli::dlq(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await,
+            Command::Dlq(c) => {
+                bus_cli::dlq(&bus_cli::BusClient::new(&cli.url, &connect, cli.json)?, c).await
+            }
             Command::Filters(c) => {
-                bus_cli::filters(&bus_cli::BusClient::new(&cli.url, cli.json)?, c).await
+                bus_cli::filters(&bus_cli::BusClient::new(&cli.url, &connect, cli.json)?, c).await
             }
             Command::Bench(command) => herald_bench::run(command, cli.json).await,
             Command::Streams(c) => {
-                streams_cli::streams(&herald_client::Herald::connect(&cli.url)?, cli.json, c).await
+                streams_cli::streams(
+                    &herald_client::Herald::connect_with(&cli.url, &connect)?,
+                    cli.json,
+                    c,
+                )
+                .await
             }
             Command::All(a) => {
-                streams_cli::all(&herald_client::Herald::connect(&cli.url)?, cli.json, a).await
+                streams_cli::all(
+                    &herald_client::Herald::connect_with(&cli.url, &connect)?,
+                    cli.json,
+                    a,
+                )
+                .await
             }
             command => {
-                let ctx = cli::Context::new(&cli.url, cli.json)?;
+                let ctx = cli::Context::new(&cli.url, &connect, cli.json)?;
                 match command {
                     Command::Topics(c) => cli::topics(&ctx, c).await,
                     Command::Produce(a) => cli::produce(&ctx, a).await,
@@ -120,6 +160,7 @@ fn main() -> std::process::ExitCode {
                     Command::Groups(c) => cli::groups(&ctx, c).await,
                     Command::Schemas(c) => cli::schemas(&ctx, c).await,
                     Command::Serve(_)
+                    | Command::Auth(_)
                     | Command::Bench(_)
                     | Command::Subscriptions(_)
                     | Command::Queue(_)

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// http://127.0.0.1:4318; `/v1/traces` is appended). Off by default.
     #[arg(long, env = "HERALD_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Auth file (users, hashed credentials, ACLs; manage it with `herald auth`). When
+    /// set, every API needs credentials and the ACLs decide (default deny).
+    #[arg(long, env = "HERALD_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -108,6 +112,7 @@ struct FileConfig {
     kafka_default_partitions: Option<u32>,
     kafka_group_initial_rebalance_delay_ms: Option<u64>,
     otlp_endpoint: Option<String>,
+    auth_file: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -124,6 +129,8 @@ struct ServeConfig {
     otlp_endpoint: Option<String>,
     /// `None` when the Kafka listener is disabled.
     kafka: Option<KafkaConfig>,
+    /// `None`: no authentication.
+    auth_file: Option<PathBuf>,
 }
 
 /// The resolved Kafka listener settings.
@@ -213,6 +220,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .or(file.otlp_endpoint)
             .filter(|e| !e.trim().is_empty()),
         kafka,
+        auth_file: args.auth_file.or(file.auth_file),
     })
 }
 
@@ -229,6 +237,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.max_event_bytes == 0 || config.max_request_bytes < config.max_event_bytes {
         anyhow::bail!("max_request_bytes must be at least max_event_bytes, and both above 0");
     }
+    let auth = match &config.auth_file {
+        Some(path) => {
+            let store = herald_auth::AuthStore::load(path)?;
+            tracing::info!(auth_file = %path.display(), "authentication and ACLs enabled");
+            Some(std::sync::Arc::new(store))
+        }
+        None => None,
+    };
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.max_event_bytes = config.max_event_bytes;
     let broker = Broker::open(broker_config)
@@ -250,6 +266,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_request_bytes: config.max_request_bytes,
             max_inflight_bytes: config.max_inflight_bytes,
             inflight_wait: config.inflight_wait,
+            auth: auth.clone(),
         },
     );
 

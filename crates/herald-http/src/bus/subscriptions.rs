@@ -10,11 +10,13 @@ use herald_bus::{ReceiptOutcome, RedriveSelection};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::Access;
 use crate::body::LimitedBody;
 use crate::bus::{bus, json_body};
 use crate::error::ApiError;
 use crate::params::{opt_u32, opt_u64, QueryMap};
 use crate::AppState;
+use herald_auth::{Operation, ResourceKind};
 
 /// Most receipts one ack / nack / extend takes.
 pub const RECEIPTS_MAX: usize = 1000;
@@ -23,12 +25,46 @@ pub const PULL_DEFAULT_MAX: usize = 10;
 
 pub async fn create(
     State(state): State<AppState>,
+    access: Access,
     LimitedBody(body): LimitedBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let definition: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))?;
+    authorize_create(&access, &definition)?;
     let description = bus(&state)?.create_subscription(definition).await?;
     Ok((StatusCode::CREATED, Json(description)))
+}
+
+/// With auth on, creating a subscription needs `create` on its name, `consume` on its
+/// source pattern (an ACL pattern must cover the pattern string itself) and `produce`
+/// on a target or dead-letter topic. Shape errors are left to the bus's validation.
+fn authorize_create(access: &Access, definition: &Value) -> Result<(), ApiError> {
+    if access.0.is_none() {
+        return Ok(());
+    }
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    access.require(
+        ResourceKind::Subscription,
+        &text(definition.get("name")),
+        Operation::Create,
+    )?;
+    access.require(
+        ResourceKind::Topic,
+        &text(definition.get("topic")),
+        Operation::Consume,
+    )?;
+    let target = definition.get("target");
+    if target.and_then(|t| t.get("type")).and_then(Value::as_str) == Some("topic") {
+        access.require(
+            ResourceKind::Topic,
+            &text(target.and_then(|t| t.get("topic"))),
+            Operation::Produce,
+        )?;
+    }
+    if let Some(dlq) = definition.get("dead_letter_topic").and_then(Value::as_str) {
+        access.require(ResourceKind::Topic, dlq, Operation::Produce)?;
+    }
+    Ok(())
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -407,6 +407,41 @@ impl Api {
         }
     }
 
+    /// The same server, every request carrying `Authorization: <value>`.
+    pub fn with_authorization(&self, value: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(value).expect("header value"),
+        );
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Some(REQUEST_TIMEOUT))
+            .default_headers(headers)
+            .build()
+            .expect("build HTTP client");
+        Api {
+            client,
+            base: self.base.clone(),
+        }
+    }
+
+    /// The same server, with `Authorization: Bearer <token>`.
+    pub fn with_token(&self, token: &str) -> Api {
+        self.with_authorization(&format!("Bearer {token}"))
+    }
+
+    /// Sends `method path` with an optional JSON body.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut builder = self.client.request(method.clone(), self.url(path));
+        if let Some(body) = body {
+            builder = builder
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        self.send(builder, format!("{method} {path}"))
+    }
+
     pub fn client(&self) -> &reqwest::blocking::Client {
         &self.client
     }
