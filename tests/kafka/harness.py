@@ -98,9 +98,10 @@ class Server:
         with urllib.request.urlopen(self.http + path, timeout=30) as response:
             return json.loads(response.read())
 
-    def post(self, path, body):
+    def post(self, path, body, headers=None):
         request = urllib.request.Request(self.http + path, data=json.dumps(body).encode(),
-                                         headers={"content-type": "application/json"}, method="POST")
+                                         headers={"content-type": "application/json", **(headers or {})},
+                                         method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
 

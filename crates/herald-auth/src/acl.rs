@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AuthError;
 
+/// The name of the one `cluster` resource (ACL patterns `*` or `herald` match it).
+pub const CLUSTER_RESOURCE: &str = "herald";
+
 /// The kinds of resource an ACL entry can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

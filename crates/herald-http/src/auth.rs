@@ -22,7 +22,7 @@ use herald_auth::{AuthStore, Operation, Principal, ResourceKind};
 use crate::error::ApiError;
 
 /// The name of the one `cluster` resource.
-pub const CLUSTER: &str = "herald";
+pub const CLUSTER: &str = herald_auth::acl::CLUSTER_RESOURCE;
 
 /// What a route needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

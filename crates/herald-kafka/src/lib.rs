@@ -15,11 +15,12 @@
 //! - [`producer`]: idempotent-producer ids and sequence numbers.
 //! - [`groups`]: the classic consumer-group coordinator (in memory).
 //! - [`api`]: one module per Kafka API.
+//! - `api::sasl`, `api::authorize`: SASL/PLAIN and SCRAM-SHA-256 logins, ACLs per request.
 //! - [`server`]: accept loop, connection cap, per-connection request loop, shutdown.
 //! - [`alloc`]: the allocator that keeps a hostile array length from aborting the process.
 //!
 //! Not supported: transactions (transactional producers get an error at InitProducerId),
-//! SASL/TLS, topic ids (Produce v13+, Fetch v13+), compacted topics, the KIP-848 consumer
+//! topic ids (Produce v13+, Fetch v13+), compacted topics, the KIP-848 consumer
 //! protocol, fetch sessions (every fetch is a full fetch).
 //!
 //! Invariants: a malformed request closes only its own connection; an unsupported api or
@@ -76,6 +77,9 @@ pub struct KafkaOptions {
     pub batch_bytes_max: usize,
     /// Consumer-group coordinator settings.
     pub groups: GroupOptions,
+    /// User store and ACLs: when set, clients must log in with SASL (PLAIN or
+    /// SCRAM-SHA-256) before any request but ApiVersions, and ACLs apply.
+    pub auth: Option<std::sync::Arc<herald_auth::AuthStore>>,
 }
 
 impl KafkaOptions {
@@ -88,6 +92,7 @@ impl KafkaOptions {
             frame_bytes_max: frame::FRAME_BYTES_MAX_DEFAULT,
             batch_bytes_max: 32 * 1024 * 1024,
             groups: GroupOptions::default(),
+            auth: None,
         }
     }
 }

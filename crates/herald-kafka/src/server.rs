@@ -120,6 +120,15 @@ impl Drop for OpenConnection {
     }
 }
 
+/// What a client may send before it has logged in.
+fn allowed_before_login(api_key: kafka_protocol::messages::ApiKey) -> bool {
+    use kafka_protocol::messages::ApiKey;
+    matches!(
+        api_key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
 async fn group_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(GROUP_TICK);
     loop {
@@ -139,10 +148,8 @@ async fn handle_connection(
     stream.set_nodelay(true)?;
     let frame_bytes_max = shared.options.frame_bytes_max;
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut session = Session {
-        client_id: String::new(),
-        client_host: format!("/{}", peer.ip()),
-    };
+    let mut session = Session::new(format!("/{}", peer.ip()));
+    let auth_required = shared.options.auth.is_some();
     loop {
         let frame = match take_frame(&mut buffer, frame_bytes_max) {
             Ok(Some(frame)) => frame,
@@ -178,8 +185,13 @@ async fn handle_connection(
                     }
                 }
                 let version = header.request_api_version;
+                if auth_required && session.principal.is_none() && !allowed_before_login(api_key) {
+                    // Kafka closes a connection that skips the SASL handshake.
+                    tracing::info!(%peer, ?api_key, "kafka: request before authentication; closing the connection");
+                    return Ok(());
+                }
                 let started = Instant::now();
-                let response = api::handle(shared, &session, &header, request).await;
+                let response = api::dispatch(shared, &mut session, &header, request).await;
                 metrics::histogram!(REQUEST_SECONDS_METRIC, "api" => format!("{api_key:?}"))
                     .record(started.elapsed().as_secs_f64());
                 match response {
@@ -210,7 +222,7 @@ async fn handle_connection(
         if let Some(bytes) = reply {
             stream.write_all(&bytes).await?;
         }
-        if *stop.borrow() {
+        if session.close_after_reply || *stop.borrow() {
             return Ok(());
         }
     }

@@ -271,7 +271,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let kafka = match &config.kafka {
-        Some(kafka) => Some(bind_kafka(kafka).await?),
+        Some(kafka) => Some(bind_kafka(kafka, auth.clone()).await?),
         None => None,
     };
 
@@ -353,6 +353,7 @@ async fn close_eventstore(store: herald_eventstore::EventStore) {
 /// Binds the Kafka listener; the advertised address defaults to the bound one.
 async fn bind_kafka(
     config: &KafkaConfig,
+    auth: Option<std::sync::Arc<herald_auth::AuthStore>>,
 ) -> anyhow::Result<(tokio::net::TcpListener, KafkaOptions)> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -367,6 +368,7 @@ async fn bind_kafka(
     options.auto_create_topics = config.auto_create_topics;
     options.default_partitions = config.default_partitions;
     options.groups.initial_rebalance_delay = config.group_initial_rebalance_delay;
+    options.auth = auth;
     tracing::info!(kafka_addr = %bound, advertised = %options.advertised_addr, "Kafka listener bound");
     Ok((listener, options))
 }

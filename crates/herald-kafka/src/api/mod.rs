@@ -14,6 +14,7 @@ use crate::producer::Producers;
 use crate::KafkaOptions;
 
 pub mod api_versions;
+pub mod authorize;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_configs;
@@ -30,6 +31,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod produce;
+pub mod sasl;
 pub mod sync_group;
 
 /// Herald's node id: the only broker of its cluster.
@@ -93,11 +95,48 @@ impl Shared {
 }
 
 /// What a connection knows about its client.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct Session {
     pub client_id: String,
     /// `/IP` of the peer, as Kafka reports client hosts.
     pub client_host: String,
+    /// Who the client authenticated as (SASL, or a TLS client certificate).
+    pub principal: Option<herald_auth::Principal>,
+    /// SASL login progress.
+    pub sasl: sasl::SaslState,
+    /// Close the connection once the current response is sent (failed login).
+    pub close_after_reply: bool,
+}
+
+impl Session {
+    pub fn new(client_host: String) -> Self {
+        Self {
+            client_host,
+            ..Self::default()
+        }
+    }
+}
+
+/// Handles one request on a connection, with SASL and ACLs when the listener has a
+/// user store. `None` means no response is sent (Produce with `acks=0`).
+pub async fn dispatch(
+    shared: &Shared,
+    session: &mut Session,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    match request {
+        RequestKind::SaslHandshake(r) => Some(ResponseKind::SaslHandshake(sasl::handshake(
+            shared, session, &r,
+        ))),
+        RequestKind::SaslAuthenticate(r) => Some(ResponseKind::SaslAuthenticate(
+            sasl::authenticate(shared, session, r).await,
+        )),
+        request if shared.options.auth.is_some() => {
+            authorize::handle_authorized(shared, session, header, request).await
+        }
+        request => handle(shared, session, header, request).await,
+    }
 }
 
 /// Handles one request. `None` means no response is sent (Produce with `acks=0`).

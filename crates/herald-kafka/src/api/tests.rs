@@ -64,7 +64,7 @@ async fn fixture() -> Fixture {
         shared: Shared::new(broker, options, stop_rx),
         session: Session {
             client_id: "tester".into(),
-            client_host: "/127.0.0.1".into(),
+            ..Session::new("/127.0.0.1".into())
         },
     }
 }
