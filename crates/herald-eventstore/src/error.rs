@@ -54,6 +54,13 @@ pub enum EventStoreError {
     Locked { path: PathBuf },
     #[error(transparent)]
     Log(LogError),
+    #[error("persistent subscription `{group}` not found")]
+    SubscriptionNotFound { group: String },
+    #[error("persistent subscription `{group}` already exists")]
+    SubscriptionExists { group: String },
+    /// A persistent subscription's state could not be read or written.
+    #[error("persistent subscription storage failed: {0}")]
+    SubscriptionStorage(String),
 }
 
 impl EventStoreError {
@@ -86,6 +93,9 @@ impl EventStoreError {
             Self::Io { .. } | Self::Log(_) => "io_error",
             Self::Corrupt { .. } => "corrupt",
             Self::Locked { .. } => "data_dir_locked",
+            Self::SubscriptionNotFound { .. } => "subscription_not_found",
+            Self::SubscriptionExists { .. } => "subscription_exists",
+            Self::SubscriptionStorage(_) => "io_error",
         }
     }
 
@@ -94,7 +104,8 @@ impl EventStoreError {
         match self {
             Self::Invalid { .. } | Self::TooManyEvents { .. } => 400,
             Self::WrongExpectedVersion { .. } => 409,
-            Self::StreamNotFound { .. } => 404,
+            Self::StreamNotFound { .. } | Self::SubscriptionNotFound { .. } => 404,
+            Self::SubscriptionExists { .. } => 409,
             Self::StreamDeleted { .. } => 410,
             Self::EventTooLarge { .. } | Self::AppendTooLarge { .. } => 413,
             Self::Backpressure => 429,
@@ -103,6 +114,7 @@ impl EventStoreError {
             | Self::Io { .. }
             | Self::Corrupt { .. }
             | Self::Locked { .. }
+            | Self::SubscriptionStorage(_)
             | Self::Log(_) => 500,
         }
     }

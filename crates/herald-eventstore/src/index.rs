@@ -77,6 +77,16 @@ impl StreamState {
         by_count.max(self.deleted_before)
     }
 
+    /// Whether a read may return version `version` recorded at `recorded_at_ms`: not
+    /// tombstoned, not soft-deleted, within `max_count` and (at `now_ms`) `max_age_ms`.
+    pub fn is_visible(&self, version: u64, recorded_at_ms: i64, now_ms: i64) -> bool {
+        !self.tombstoned
+            && version >= self.first_visible_version()
+            && self.metadata.max_age_ms.is_none_or(|age| {
+                recorded_at_ms >= now_ms.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
+            })
+    }
+
     pub fn describe(&self, stream: &str) -> StreamDescription {
         StreamDescription {
             stream: stream.to_string(),

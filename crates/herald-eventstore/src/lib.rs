@@ -5,12 +5,14 @@
 //! - [`index`]: the in-memory per-stream index rebuilt from the log on open.
 //! - [`record`]: the binary form of a log record (event or control record).
 //! - [`subscription`]: [`CatchUpSubscription`] (history, then live, one cursor).
+//! - [`persistent`]: persistent subscriptions (server-side checkpoint, competing
+//!   consumers, parked events), on herald-bus's queue state machine and journal.
 //! - `snapshot`: durable snapshot files.
 //! - [`types`], [`error`]: the values and errors of the API.
 //!
 //! On disk, `<dir>/log/` is a herald-log partition whose offsets are the `$all`
-//! positions; `<dir>/snapshots/<stream>.json` hold snapshots; `<dir>/.lock` keeps a
-//! second process out.
+//! positions; `<dir>/snapshots/<stream>.json` hold snapshots; `<dir>/persistent/<group>/`
+//! hold persistent subscriptions; `<dir>/.lock` keeps a second process out.
 //!
 //! Invariants: a stream's versions are dense from 0 and increase with the position;
 //! an append is one log batch (atomic across a crash) and is acknowledged only once
@@ -31,6 +33,7 @@
 
 pub mod error;
 pub mod index;
+pub mod persistent;
 pub mod record;
 mod snapshot;
 pub mod store;
@@ -41,6 +44,10 @@ pub mod types;
 mod tests;
 
 pub use error::EventStoreError;
+pub use persistent::{
+    CreatePersistent, NackAction, ParkedEvent, PersistentEvent, PersistentInfo, PersistentSettings,
+    ReceiptOutcome, StartFrom,
+};
 pub use store::{validate_stream_name, EventStore, EventStoreConfig, ALL_STREAM};
 pub use subscription::CatchUpSubscription;
 pub use types::{

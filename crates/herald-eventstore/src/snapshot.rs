@@ -107,7 +107,11 @@ fn read(path: &Path) -> Result<Option<Snapshot>, EventStoreError> {
     }
 }
 
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), EventStoreError> {
+pub(crate) fn write_atomically(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), EventStoreError> {
     let tmp = path.with_extension("tmp");
     {
         let mut file = File::create(&tmp).map_err(|e| EventStoreError::io(&tmp, e))?;
@@ -119,7 +123,7 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), EventSt
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), EventStoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), EventStoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| EventStoreError::io(dir, e))

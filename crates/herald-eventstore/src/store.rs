@@ -25,6 +25,9 @@ use tokio::sync::watch;
 
 use crate::error::EventStoreError;
 use crate::index::Index;
+use crate::persistent::{
+    CreatePersistent, NackAction, ParkedEvent, PersistentEvent, PersistentInfo, ReceiptOutcome,
+};
 use crate::record::{self, Entry};
 use crate::snapshot::SnapshotStore;
 use crate::subscription::CatchUpSubscription;
@@ -99,6 +102,7 @@ pub(crate) struct Inner {
     /// Why writes are refused, after a write whose outcome is unknown.
     poisoned: Mutex<Option<String>>,
     snapshots: SnapshotStore,
+    persistent: crate::persistent::Registry,
     _lock: File,
 }
 
@@ -135,6 +139,7 @@ impl EventStore {
             "event store index rebuilt"
         );
         let snapshots = SnapshotStore::open(dir.join("snapshots"), config.max_snapshot_bytes)?;
+        let persistent = crate::persistent::Registry::open(dir.join("persistent"))?;
         let (changes, _) = watch::channel(0);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -146,6 +151,7 @@ impl EventStore {
                 changes,
                 poisoned: Mutex::new(None),
                 snapshots,
+                persistent,
                 _lock: lock,
             }),
         })
@@ -529,6 +535,34 @@ impl EventStore {
         Ok(out)
     }
 
+    /// Keeps the events a read may return now (see [`StreamState::is_visible`]):
+    /// subscriptions use it so metadata, soft deletes and tombstones hide events there
+    /// as they do in stream reads.
+    ///
+    /// [`StreamState::is_visible`]: crate::index::StreamState::is_visible
+    pub(crate) fn visible_only(&self, mut events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        let now = now_ms();
+        let index = self.inner.index.read();
+        // An event the log holds but the index does not yet (its append is finishing)
+        // is the newest of its stream and cannot be deleted yet: visible.
+        events.retain(|event| {
+            index
+                .streams
+                .get(&event.stream)
+                .is_none_or(|state| state.is_visible(event.version, event.recorded_at_ms, now))
+        });
+        events
+    }
+
+    /// The event at `$all` position `position`, if that record is an event.
+    pub(crate) fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, EventStoreError> {
+        let records = self.read_log(position, 1, usize::MAX)?;
+        match records.first() {
+            Some(stored) if stored.offset == position => decode_recorded(stored),
+            _ => Ok(None),
+        }
+    }
+
     fn read_log(
         &self,
         from: u64,
@@ -721,9 +755,99 @@ impl EventStore {
         ))
     }
 
+    /// Creates a persistent subscription group (see [`crate::persistent`]).
+    pub async fn create_persistent(
+        &self,
+        request: CreatePersistent,
+    ) -> Result<PersistentInfo, EventStoreError> {
+        self.inner.persistent.create(self, request).await?.info()
+    }
+
+    /// Every persistent subscription, sorted by group name.
+    pub fn list_persistent(&self) -> Result<Vec<PersistentInfo>, EventStoreError> {
+        self.inner
+            .persistent
+            .list()
+            .iter()
+            .map(|g| g.info())
+            .collect()
+    }
+
+    /// One group's settings, checkpoint and counts.
+    pub fn persistent_info(&self, group: &str) -> Result<PersistentInfo, EventStoreError> {
+        self.inner.persistent.get(group)?.info()
+    }
+
+    /// Deletes a group with its checkpoint and parked list.
+    pub async fn delete_persistent(&self, group: &str) -> Result<(), EventStoreError> {
+        self.inner.persistent.delete(group).await
+    }
+
+    /// Leases up to `max` events of `group` to the caller for `visibility_ms` (default:
+    /// the group's), waiting up to `wait` for one. Each event is leased to one reader
+    /// at a time; ack or nack it with its receipt before the lease ends.
+    pub async fn read_persistent(
+        &self,
+        group: &str,
+        max: usize,
+        visibility_ms: Option<u64>,
+        wait: std::time::Duration,
+    ) -> Result<Vec<PersistentEvent>, EventStoreError> {
+        if let Some(ms) = visibility_ms {
+            crate::persistent::check_visibility("visibility_timeout_ms", ms)?;
+        }
+        let group = self.inner.persistent.get(group)?;
+        group.read(self, max, visibility_ms, wait).await
+    }
+
+    /// Acknowledges leased events; returns once it is durable.
+    pub async fn ack_persistent(
+        &self,
+        group: &str,
+        receipts: &[String],
+    ) -> Result<Vec<(String, ReceiptOutcome)>, EventStoreError> {
+        check_receipts(receipts)?;
+        self.inner.persistent.get(group)?.ack(receipts).await
+    }
+
+    /// Gives leased events back: retry (possibly delayed), park or skip.
+    pub async fn nack_persistent(
+        &self,
+        group: &str,
+        receipts: &[String],
+        action: NackAction,
+        reason: Option<&str>,
+    ) -> Result<Vec<(String, ReceiptOutcome)>, EventStoreError> {
+        check_receipts(receipts)?;
+        self.inner
+            .persistent
+            .get(group)?
+            .nack(receipts, action, reason)
+            .await
+    }
+
+    /// Up to `max` parked events of `group` from parked index `from`.
+    pub fn list_parked(
+        &self,
+        group: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<ParkedEvent>, EventStoreError> {
+        self.inner
+            .persistent
+            .get(group)?
+            .list_parked(self, from, max)
+    }
+
+    /// Puts every parked event of `group` back into its queue; returns how many.
+    pub async fn replay_parked(&self, group: &str) -> Result<u64, EventStoreError> {
+        self.inner.persistent.get(group)?.replay_parked().await
+    }
+
     /// Flushes and closes the log (waits for queued appends). Later writes fail with
     /// `Closed`; reads keep working.
     pub fn close(&self) -> Result<(), EventStoreError> {
+        self.inner.persistent.close();
         self.inner.log.close()?;
         Ok(())
     }
@@ -799,6 +923,17 @@ fn rebuild_index(log: &PartitionLog) -> Result<Index, EventStoreError> {
         }
     }
     Ok(index)
+}
+
+fn check_receipts(receipts: &[String]) -> Result<(), EventStoreError> {
+    let max = crate::persistent::RECEIPTS_MAX;
+    if receipts.is_empty() || receipts.len() > max {
+        return Err(EventStoreError::invalid(
+            "receipts",
+            format!("must hold 1..={max} receipts"),
+        ));
+    }
+    Ok(())
 }
 
 fn lock_dir(dir: &Path) -> Result<File, EventStoreError> {

@@ -5,7 +5,8 @@
 //! is there, waits for the store to move (the log's end for `$all`/categories, the
 //! index for one stream), marking the watch as seen *before* it reads. So an event is
 //! delivered once, in `$all` order, whether it was appended before or during the switch.
-//! Invariant: delivered positions strictly increase.
+//! Events hidden when read (stream metadata, soft delete, tombstone) are skipped, as
+//! stream reads skip them. Invariant: delivered positions strictly increase.
 
 use std::collections::VecDeque;
 
@@ -28,6 +29,8 @@ pub struct CatchUpSubscription {
     last_position: Option<u64>,
     /// Next log offset to scan (`$all` and categories).
     scan_from: u64,
+    /// Position of the last event of the stream read (delivered or hidden), `Stream` only.
+    examined: Option<u64>,
     buffer: VecDeque<RecordedEvent>,
     log_end: watch::Receiver<u64>,
     index_changes: watch::Receiver<u64>,
@@ -51,6 +54,7 @@ impl CatchUpSubscription {
             prefix,
             last_position: from_position_exclusive,
             scan_from: from_position_exclusive.map_or(0, |p| p.saturating_add(1)),
+            examined: from_position_exclusive,
             buffer: VecDeque::new(),
             log_end,
             index_changes,
@@ -101,9 +105,21 @@ impl CatchUpSubscription {
 
     /// Whether a scan stopped before the log's end (its read budget ran out on records
     /// of other streams), so there is more to scan without waiting.
+    /// For one stream: whether the stream has events after the last one read (a page
+    /// of hidden events was skipped).
     fn behind(&self) -> bool {
-        !matches!(self.target, SubscriptionTarget::Stream(_))
-            && self.scan_from < self.store.end_position()
+        match &self.target {
+            SubscriptionTarget::Stream(stream) => {
+                let index = self.store.inner.index.read();
+                let last = index.streams.get(stream).and_then(|s| s.positions.last());
+                match (last, self.examined) {
+                    (Some(last), Some(examined)) => *last > examined,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
+            }
+            _ => self.scan_from < self.store.end_position(),
+        }
     }
 
     fn fill(&mut self) -> Result<(), EventStoreError> {
@@ -116,7 +132,12 @@ impl CatchUpSubscription {
                 let events = self
                     .store
                     .read_positions(&positions, PAGE_EVENTS, |_| true)?;
-                self.buffer.extend(events);
+                // Positions past the page's last event are not skipped: the next fill
+                // starts after the last *delivered* one, so advance past hidden ones.
+                if let Some(last) = events.last() {
+                    self.examined = Some(last.position);
+                }
+                self.buffer.extend(self.store.visible_only(events));
             }
             SubscriptionTarget::All | SubscriptionTarget::Category(_) => {
                 let prefix = self.prefix.clone();
@@ -127,19 +148,19 @@ impl CatchUpSubscription {
                             all || stream.starts_with(&prefix)
                         })?;
                 self.scan_from = next;
-                self.buffer.extend(events);
+                self.buffer.extend(self.store.visible_only(events));
             }
         }
         Ok(())
     }
 
-    /// Positions of the stream's events after the last delivered one (one page).
+    /// Positions of the stream's events after the last one read (one page).
     fn stream_positions_after(&self, stream: &str) -> Vec<u64> {
         let index = self.store.inner.index.read();
         let Some(state) = index.streams.get(stream) else {
             return Vec::new();
         };
-        let start = match self.last_position {
+        let start = match self.examined {
             Some(last) => state.positions.partition_point(|p| *p <= last),
             None => 0,
         };

@@ -196,6 +196,38 @@ impl SubscriptionTarget {
             format!("{base}-")
         }
     }
+
+    /// Parses the name form: `$all`, a category ending in `*` (`order-*`), or a stream.
+    pub fn from_name(text: &str) -> Result<Self, EventStoreError> {
+        if text == crate::store::ALL_STREAM {
+            return Ok(Self::All);
+        }
+        if text.ends_with('*') {
+            let prefix = Self::category_prefix(text);
+            herald_core::name::validate_name("category", prefix.trim_end_matches('-'))?;
+            return Ok(Self::Category(text.to_string()));
+        }
+        crate::store::validate_stream_name(text)?;
+        Ok(Self::Stream(text.to_string()))
+    }
+
+    /// The name form [`SubscriptionTarget::from_name`] parses (`order-*` for a category).
+    pub fn name(&self) -> String {
+        match self {
+            Self::All => crate::store::ALL_STREAM.to_string(),
+            Self::Category(c) => format!("{}*", Self::category_prefix(c)),
+            Self::Stream(s) => s.clone(),
+        }
+    }
+
+    /// Whether an event of `stream` belongs to this target.
+    pub fn matches(&self, stream: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Category(c) => stream.starts_with(&Self::category_prefix(c)),
+            Self::Stream(s) => s == stream,
+        }
+    }
 }
 
 /// The latest snapshot of a stream's aggregate state, taken at `version`.
@@ -276,5 +308,20 @@ mod tests {
         assert_eq!(SubscriptionTarget::category_prefix("order"), "order-");
         assert_eq!(SubscriptionTarget::category_prefix("order-*"), "order-");
         assert_eq!(SubscriptionTarget::category_prefix("order-"), "order-");
+    }
+
+    #[test]
+    fn target_names_round_trip() {
+        for name in ["$all", "order-*", "order-1"] {
+            let target = SubscriptionTarget::from_name(name).expect(name);
+            assert_eq!(target.name(), name);
+        }
+        assert_eq!(
+            SubscriptionTarget::from_name("order-*").ok(),
+            Some(SubscriptionTarget::Category("order-*".into()))
+        );
+        assert!(SubscriptionTarget::from_name("bad name").is_err());
+        assert!(SubscriptionTarget::from_name("*").is_err());
+        assert!(SubscriptionTarget::from_name("").is_err());
     }
 }

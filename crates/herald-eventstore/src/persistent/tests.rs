@@ -1,0 +1,307 @@
+//! Scenario tests of persistent subscriptions on a real directory: competing reads,
+//! ack/nack/park/replay, the checkpoint, hidden events, and state across a reopen.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use herald_core::CloudEvent;
+use serde_json::json;
+
+use crate::persistent::{CreatePersistent, NackAction, ReceiptOutcome, StartFrom};
+use crate::{
+    EventStore, EventStoreConfig, EventStoreError, ExpectedVersion, StreamMetadata,
+    SubscriptionTarget,
+};
+
+fn open(dir: &std::path::Path) -> EventStore {
+    EventStore::open(dir, EventStoreConfig::default()).expect("open event store")
+}
+
+fn event(id: &str) -> CloudEvent {
+    CloudEvent::new(id, "/tests", "test.happened").with_json_data(&json!({"id": id}))
+}
+
+fn create(group: &str, target: &str, max_retries: u32) -> CreatePersistent {
+    CreatePersistent {
+        group: group.into(),
+        target: SubscriptionTarget::from_name(target).expect("target"),
+        start: StartFrom::Start,
+        visibility_timeout_ms: Some(60_000),
+        max_retries: Some(max_retries),
+    }
+}
+
+async fn append(store: &EventStore, stream: &str, ids: &[&str]) {
+    store
+        .append(
+            stream,
+            ExpectedVersion::Any,
+            ids.iter().map(|i| event(i)).collect(),
+        )
+        .await
+        .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn category_group_leases_acks_and_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    append(&store, "order-1", &["a", "b"]).await;
+    append(&store, "user-1", &["u"]).await;
+    append(&store, "order-2", &["c"]).await;
+    store
+        .create_persistent(create("g", "order-*", 3))
+        .await
+        .expect("create");
+    assert!(matches!(
+        store.create_persistent(create("g", "$all", 3)).await,
+        Err(EventStoreError::SubscriptionExists { .. })
+    ));
+    let first = store
+        .read_persistent("g", 2, None, Duration::ZERO)
+        .await
+        .expect("read");
+    let second = store
+        .read_persistent("g", 10, None, Duration::ZERO)
+        .await
+        .expect("read");
+    let ids = |events: &[crate::PersistentEvent]| -> Vec<String> {
+        events.iter().map(|e| e.event.event.id.clone()).collect()
+    };
+    assert_eq!(ids(&first), ["a", "b"]);
+    assert_eq!(
+        ids(&second),
+        ["c"],
+        "leased events go to one reader at a time"
+    );
+    // Ack out of order: the checkpoint only passes events acked below it.
+    let acked = store
+        .ack_persistent("g", &[second[0].receipt.clone()])
+        .await
+        .expect("ack");
+    assert_eq!(acked[0].1, ReceiptOutcome::Acked);
+    assert_eq!(store.persistent_info("g").expect("info").checkpoint, None);
+    store
+        .ack_persistent("g", &[first[0].receipt.clone()])
+        .await
+        .expect("ack");
+    let info = store.persistent_info("g").expect("info");
+    assert_eq!(info.checkpoint, Some(first[0].event.position));
+    assert_eq!(info.in_flight, 1);
+    let again = store
+        .ack_persistent("g", &[first[0].receipt.clone(), "nonsense".into()])
+        .await
+        .expect("ack");
+    assert_eq!(again[0].1, ReceiptOutcome::AlreadyDone);
+    assert_eq!(again[1].1, ReceiptOutcome::Invalid);
+    store
+        .ack_persistent("g", &[first[1].receipt.clone()])
+        .await
+        .expect("ack");
+    let info = store.persistent_info("g").expect("info");
+    assert_eq!(info.checkpoint, Some(store.end_position() - 1));
+    assert_eq!((info.in_flight, info.pending), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_park_then_replay_and_state_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receipt_before;
+    {
+        let store = open(dir.path());
+        append(&store, "s-1", &["x", "y"]).await;
+        store
+            .create_persistent(create("g", "s-1", 1))
+            .await
+            .expect("create");
+        // x: nacked twice (1 retry allowed) -> parked. y: skipped.
+        for attempt in 1..=2 {
+            let got = store
+                .read_persistent("g", 2, None, Duration::ZERO)
+                .await
+                .expect("read");
+            let x = got.iter().find(|e| e.event.event.id == "x").expect("x");
+            assert_eq!(x.delivery_count, attempt);
+            let out = store
+                .nack_persistent(
+                    "g",
+                    &[x.receipt.clone()],
+                    NackAction::Retry { delay_ms: 0 },
+                    Some("boom"),
+                )
+                .await
+                .expect("nack");
+            let expected = if attempt == 1 {
+                ReceiptOutcome::Retried
+            } else {
+                ReceiptOutcome::Parked
+            };
+            assert_eq!(out[0].1, expected);
+            if let Some(y) = got.iter().find(|e| e.event.event.id == "y") {
+                let out = store
+                    .nack_persistent("g", &[y.receipt.clone()], NackAction::Skip, None)
+                    .await
+                    .expect("skip");
+                assert_eq!(out[0].1, ReceiptOutcome::Skipped);
+            }
+        }
+        let parked = store.list_parked("g", 0, 10).expect("parked");
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].reason, "boom");
+        assert_eq!(parked[0].delivery_count, 2);
+        let info = store.persistent_info("g").expect("info");
+        assert_eq!(
+            (info.parked, info.checkpoint),
+            (1, Some(store.end_position() - 1))
+        );
+        append(&store, "s-1", &["z"]).await;
+        let got = store
+            .read_persistent("g", 10, None, Duration::ZERO)
+            .await
+            .expect("read");
+        assert_eq!(got.len(), 1);
+        receipt_before = got[0].receipt.clone();
+        store.close().expect("close");
+    }
+    let store = open(dir.path());
+    let info = store.persistent_info("g").expect("info after reopen");
+    assert_eq!(info.parked, 1, "the parked list is durable");
+    // The lease of z was lost with the restart: z comes again, its count kept.
+    let got = store
+        .read_persistent("g", 10, None, Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].event.event.id.as_str(), got[0].delivery_count),
+        ("z", 2)
+    );
+    let stale = store
+        .ack_persistent("g", &[receipt_before])
+        .await
+        .expect("ack");
+    assert_eq!(stale[0].1, ReceiptOutcome::LeaseLost);
+    store
+        .ack_persistent("g", &[got[0].receipt.clone()])
+        .await
+        .expect("ack");
+    assert_eq!(store.replay_parked("g").await.expect("replay"), 1);
+    assert_eq!(store.persistent_info("g").expect("info").parked, 0);
+    let got = store
+        .read_persistent("g", 10, None, Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].event.event.id.as_str(), got[0].delivery_count),
+        ("x", 1)
+    );
+    store
+        .ack_persistent("g", &[got[0].receipt.clone()])
+        .await
+        .expect("ack");
+    assert!(store
+        .read_persistent("g", 10, None, Duration::ZERO)
+        .await
+        .expect("read")
+        .is_empty());
+    store.delete_persistent("g").await.expect("delete");
+    assert!(matches!(
+        store.persistent_info("g"),
+        Err(EventStoreError::SubscriptionNotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_read_wakes_on_append_and_lease_expiry_redelivers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store
+        .create_persistent(create("g", "$all", 5))
+        .await
+        .expect("create");
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .read_persistent("g", 10, Some(50), Duration::from_secs(30))
+                .await
+        })
+    };
+    append(&store, "s-1", &["late"]).await;
+    let got = reader.await.expect("join").expect("read");
+    assert_eq!(got[0].event.event.id, "late");
+    // Not acked within 50 ms: delivered again to the next reader.
+    let again = store
+        .read_persistent("g", 10, None, Duration::from_secs(30))
+        .await
+        .expect("read");
+    assert_eq!(
+        (again[0].event.event.id.as_str(), again[0].delivery_count),
+        ("late", 2)
+    );
+    let lost = store
+        .ack_persistent("g", &[got[0].receipt.clone()])
+        .await
+        .expect("ack");
+    assert_eq!(lost[0].1, ReceiptOutcome::LeaseLost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_skip_hidden_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    append(&store, "a-1", &["a0", "a1", "a2"]).await;
+    append(&store, "a-2", &["gone"]).await;
+    append(&store, "a-3", &["tomb"]).await;
+    store
+        .set_metadata(
+            "a-1",
+            StreamMetadata {
+                max_count: Some(1),
+                ..StreamMetadata::default()
+            },
+        )
+        .await
+        .expect("metadata");
+    store
+        .delete_stream("a-2", ExpectedVersion::Any, false)
+        .await
+        .expect("soft delete");
+    store
+        .delete_stream("a-3", ExpectedVersion::Any, true)
+        .await
+        .expect("tombstone");
+    append(&store, "a-4", &["kept"]).await;
+    let expected: BTreeSet<&str> = ["a2", "kept"].into();
+    for target in [
+        SubscriptionTarget::All,
+        SubscriptionTarget::Category("a".into()),
+    ] {
+        let mut sub = store.subscribe(target.clone(), None).expect("subscribe");
+        let mut seen = BTreeSet::new();
+        while let Some(e) = sub.try_next().expect("next") {
+            seen.insert(e.event.id);
+        }
+        let seen: BTreeSet<&str> = seen.iter().map(String::as_str).collect();
+        assert_eq!(seen, expected, "{target:?}");
+    }
+    let mut sub = store
+        .subscribe(SubscriptionTarget::Stream("a-1".into()), None)
+        .expect("subscribe");
+    assert_eq!(
+        sub.try_next().expect("next").map(|e| e.event.id),
+        Some("a2".into())
+    );
+    assert_eq!(sub.try_next().expect("next"), None);
+    store
+        .create_persistent(create("g", "a-*", 1))
+        .await
+        .expect("create");
+    let got = store
+        .read_persistent("g", 100, None, Duration::ZERO)
+        .await
+        .expect("read");
+    let ids: BTreeSet<&str> = got.iter().map(|e| e.event.event.id.as_str()).collect();
+    assert_eq!(ids, expected);
+}
