@@ -170,14 +170,13 @@ impl CreatePersistent {
             StartFrom::End => json!("end"),
             StartFrom::Position(p) => json!(p),
         };
-        let mut body = json!({"group": self.group, "target": self.target.name(), "start": start});
-        if let Some(v) = self.visibility_timeout_ms {
-            body["visibility_timeout_ms"] = json!(v);
-        }
-        if let Some(v) = self.max_retries {
-            body["max_retries"] = json!(v);
-        }
-        body
+        json!({
+            "group": self.group,
+            "target": self.target.name(),
+            "start": start,
+            "visibility_timeout_ms": self.visibility_timeout_ms,
+            "max_retries": self.max_retries,
+        })
     }
 }
 
@@ -258,13 +257,20 @@ pub struct PersistentInfo {
 
 impl PersistentInfo {
     pub fn to_json(&self) -> Value {
-        let mut body = self.settings.to_json();
-        body["checkpoint"] = json!(self.checkpoint);
-        body["last_dispatched_position"] = json!(self.last_dispatched_position);
-        body["in_flight"] = json!(self.in_flight);
-        body["pending"] = json!(self.pending);
-        body["parked"] = json!(self.parked);
-        body
+        let s = &self.settings;
+        json!({
+            "group": s.group,
+            "target": s.target.name(),
+            "start_after": s.start_after,
+            "visibility_timeout_ms": s.visibility_timeout_ms,
+            "max_retries": s.max_retries,
+            "created_at_ms": s.created_at_ms,
+            "checkpoint": self.checkpoint,
+            "last_dispatched_position": self.last_dispatched_position,
+            "in_flight": self.in_flight,
+            "pending": self.pending,
+            "parked": self.parked,
+        })
     }
 
     pub fn from_json(value: &Value) -> Result<Self, String> {
@@ -325,16 +331,17 @@ impl PersistentEvent {
     }
 
     pub fn from_json(value: &Value) -> Result<Self, String> {
+        let field = |name: &str| value.get(name).unwrap_or(&Value::Null);
         Ok(Self {
-            receipt: value["receipt"]
+            receipt: field("receipt")
                 .as_str()
                 .ok_or("`receipt` is not a string")?
                 .to_string(),
-            delivery_count: value["delivery_count"]
+            delivery_count: field("delivery_count")
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or("`delivery_count` is not a small unsigned integer")?,
-            event: RecordedEvent::from_json(&value["event"])?,
+            event: RecordedEvent::from_json(field("event"))?,
         })
     }
 }
@@ -420,8 +427,9 @@ impl ParkedEvent {
     }
 
     pub fn from_json(value: &Value) -> Result<Self, String> {
+        let field = |name: &str| value.get(name).unwrap_or(&Value::Null);
         let u64_field = |name: &str| {
-            value[name]
+            field(name)
                 .as_u64()
                 .ok_or_else(|| format!("`{name}` is not an unsigned integer"))
         };
@@ -430,9 +438,9 @@ impl ParkedEvent {
             position: u64_field("position")?,
             delivery_count: u32::try_from(u64_field("delivery_count")?)
                 .map_err(|_| "`delivery_count` is too large")?,
-            reason: value["reason"].as_str().unwrap_or_default().to_string(),
-            parked_at_ms: value["parked_at_ms"].as_i64().unwrap_or_default(),
-            event: match &value["event"] {
+            reason: field("reason").as_str().unwrap_or_default().to_string(),
+            parked_at_ms: field("parked_at_ms").as_i64().unwrap_or_default(),
+            event: match field("event") {
                 Value::Null => None,
                 e => Some(RecordedEvent::from_json(e)?),
             },

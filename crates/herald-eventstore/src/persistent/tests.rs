@@ -125,7 +125,7 @@ async fn retries_park_then_replay_and_state_survives_reopen() {
             let out = store
                 .nack_persistent(
                     "g",
-                    &[x.receipt.clone()],
+                    std::slice::from_ref(&x.receipt),
                     NackAction::Retry { delay_ms: 0 },
                     Some("boom"),
                 )
@@ -139,7 +139,12 @@ async fn retries_park_then_replay_and_state_survives_reopen() {
             assert_eq!(out[0].1, expected);
             if let Some(y) = got.iter().find(|e| e.event.event.id == "y") {
                 let out = store
-                    .nack_persistent("g", &[y.receipt.clone()], NackAction::Skip, None)
+                    .nack_persistent(
+                        "g",
+                        std::slice::from_ref(&y.receipt),
+                        NackAction::Skip,
+                        None,
+                    )
                     .await
                     .expect("skip");
                 assert_eq!(out[0].1, ReceiptOutcome::Skipped);
