@@ -19,6 +19,7 @@
 //! context of its span; [`Herald::publish_in_trace`] publishes under a parent context.
 
 mod error;
+mod persistent;
 mod remote;
 mod streams;
 pub mod trace;
@@ -36,6 +37,10 @@ pub use herald_core::{CloudEvent, Data, ExtensionValue};
 pub use herald_eventstore::{
     AppendResult, Direction, EventStore, EventStoreConfig, ExpectedVersion, RecordedEvent,
     Snapshot, StreamDescription, StreamInfo, StreamMetadata, SubscriptionTarget,
+};
+pub use herald_eventstore::{
+    CreatePersistent, NackAction, ParkedEvent, PersistentEvent, PersistentInfo,
+    ReceiptOutcome as PersistentOutcome, StartFrom,
 };
 use serde::{Deserialize, Serialize};
 pub use streams::CatchUpSubscription;

@@ -36,7 +36,7 @@ pub(crate) async fn open_embedded(dir: PathBuf) -> Result<EventStore, ClientErro
 }
 
 impl Herald {
-    fn store(&self) -> Result<Option<&EventStore>, ClientError> {
+    pub(crate) fn store(&self) -> Result<Option<&EventStore>, ClientError> {
         match (&self.transport, &self.eventstore) {
             (Transport::Remote(_), _) => Ok(None),
             (Transport::Embedded(_), Some(store)) => Ok(Some(store)),
@@ -46,7 +46,7 @@ impl Herald {
         }
     }
 
-    fn remote(&self) -> Result<&Remote, ClientError> {
+    pub(crate) fn remote(&self) -> Result<&Remote, ClientError> {
         match &self.transport {
             Transport::Remote(r) => Ok(r),
             Transport::Embedded(_) => Err(ClientError::Protocol("not a remote handle".into())),
@@ -445,7 +445,7 @@ fn events_from_page(page: &Value) -> Result<Vec<RecordedEvent>, ClientError> {
 }
 
 /// Sends a streams request; stream errors come back as their typed variants.
-async fn send<T: serde::de::DeserializeOwned>(
+pub(crate) async fn send<T: serde::de::DeserializeOwned>(
     request: RequestBuilder,
     stream: Option<&str>,
 ) -> Result<T, ClientError> {

@@ -6,7 +6,8 @@
 //! - [`error`]: `{"error": {"code", "message", "field"}}` and status mapping.
 //! - [`topics`], [`events`], [`sse`], [`groups`]: one module per resource.
 //! - [`bus`]: subscriptions, queues, dead letters, push streams, filter tests.
-//! - [`streams`]: the event store (streams, `$all`, snapshots, catch-up subscriptions).
+//! - [`streams`]: the event store (streams, `$all`, snapshots, catch-up subscriptions);
+//!   [`persistent`]: its persistent subscriptions.
 //! - [`console`]: the web console's embedded assets at `/ui`; [`console_api`]: its
 //!   JSON views under `/v1/console`.
 //! - [`metrics`]: `GET /metrics` (Prometheus), request metrics, connection counts;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod groups;
 pub mod metrics;
 pub mod params;
+pub mod persistent;
 pub mod schemas;
 pub mod sse;
 pub mod streams;
@@ -226,6 +228,7 @@ fn stream_routes() -> Router<AppState> {
             "/v1/categories/{category}/subscribe",
             get(streams::subscribe_category),
         )
+        .merge(persistent::routes())
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -68,7 +68,7 @@ impl IntoResponse for StreamsError {
     }
 }
 
-fn store(state: &AppState) -> Result<&EventStore, StreamsError> {
+pub(crate) fn store(state: &AppState) -> Result<&EventStore, StreamsError> {
     state.eventstore.as_ref().ok_or_else(|| {
         StreamsError::Api(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,8 +1,11 @@
-//! Event-store commands: `herald streams append|read|list|delete` and `herald all`,
-//! each a thin use of the SDK's stream API over HTTP.
+//! Event-store commands: `herald streams append|read|list|delete`, `herald streams
+//! persistent ...` ([`persistent`]) and `herald all`, each a thin use of the SDK's
+//! stream API over HTTP.
 //!
 //! Output: one line per event (human) or one JSON object per line (`--json`), in the
 //! JSON shape of `GET /v1/streams/...` events.
+
+mod persistent;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,9 @@ pub enum StreamsCommand {
         #[arg(long, default_value = "any", value_parser = parse_expected)]
         expected_version: ExpectedVersion,
     },
+    /// Persistent subscriptions: server-side checkpoint, competing consumers.
+    #[command(subcommand)]
+    Persistent(persistent::PersistentCommand),
 }
 
 #[derive(Args)]
@@ -132,6 +138,7 @@ pub async fn streams(
 ) -> anyhow::Result<()> {
     match command {
         StreamsCommand::Append(args) => append(herald, json_output, args).await,
+        StreamsCommand::Persistent(command) => persistent::run(herald, json_output, command).await,
         StreamsCommand::Read {
             stream,
             from,
