@@ -39,4 +39,4 @@ pub use saga::{
     StepDefinition, TopicSink,
 };
 pub use source::{Batch, EventSource, SourcedEvent, TopicSource};
-pub use store::{ExecuteError, Repository, StoreSource, StreamSink};
+pub use store::{ExecuteError, Loaded, Repository, StoreSource, StreamSink};

@@ -4,7 +4,9 @@
 //!
 //! Invariant of the repository: an append is made with the exact version the decision was
 //! taken against (or `no_stream`), so two concurrent deciders never both win; the loser
-//! reloads and decides again (bounded retries).
+//! reloads and decides again (bounded retries). With snapshots on, a load starts from the
+//! latest snapshot and reads only the later events; a snapshot is the state after every
+//! event up to its version, saved after the append that made it due.
 
 use std::marker::PhantomData;
 
@@ -134,7 +136,26 @@ pub struct Repository<A> {
     herald: Herald,
     /// The CloudEvents `source` of the events written.
     source: String,
+    snapshots: Option<SnapshotPolicy<A>>,
     aggregate: PhantomData<fn() -> A>,
+}
+
+/// When and how a repository snapshots its aggregates (see [`Repository::with_snapshots`]).
+struct SnapshotPolicy<A> {
+    /// Save a snapshot once this many events were appended after the last one.
+    every: u64,
+    to_json: fn(&A) -> Result<serde_json::Value, serde_json::Error>,
+    from_json: fn(serde_json::Value) -> Result<A, serde_json::Error>,
+}
+
+impl<A> Clone for SnapshotPolicy<A> {
+    fn clone(&self) -> Self {
+        Self {
+            every: self.every,
+            to_json: self.to_json,
+            from_json: self.from_json,
+        }
+    }
 }
 
 impl<A> Clone for Repository<A> {
@@ -142,8 +163,36 @@ impl<A> Clone for Repository<A> {
         Self {
             herald: self.herald.clone(),
             source: self.source.clone(),
+            snapshots: self.snapshots.clone(),
             aggregate: PhantomData,
         }
+    }
+}
+
+/// An aggregate as loaded: its state, its stream's last version, and where the load began.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    pub state: A,
+    /// The stream's last version (`None`: the stream does not exist).
+    pub version: Option<u64>,
+    /// The version of the snapshot the load started from (`None`: from the first event).
+    pub snapshot_version: Option<u64>,
+    /// Events read and folded after the snapshot.
+    pub events_read: u64,
+}
+
+impl<A: Aggregate + serde::Serialize + serde::de::DeserializeOwned> Repository<A> {
+    /// Loads from the latest snapshot plus the events after it, and saves a snapshot
+    /// (the serde JSON of the state) after an append once `every` events (at least 1)
+    /// were written since the last one. A snapshot that no longer deserializes (the
+    /// state's shape changed) is ignored: the load falls back to every event.
+    pub fn with_snapshots(mut self, every: u64) -> Self {
+        self.snapshots = Some(SnapshotPolicy {
+            every: every.max(1),
+            to_json: |state| serde_json::to_value(state),
+            from_json: serde_json::from_value,
+        });
+        self
     }
 }
 
@@ -152,15 +201,54 @@ impl<A: Aggregate> Repository<A> {
         Self {
             herald,
             source: source.into(),
+            snapshots: None,
             aggregate: PhantomData,
         }
     }
 
     /// The state of `stream` and its last version (`None`: the stream does not exist).
     pub async fn load(&self, stream: &str) -> Result<(A, Option<u64>), FlowError> {
-        let mut state = A::default();
-        let mut version = None;
-        let mut from = 0u64;
+        let loaded = self.load_from_snapshot(stream).await?;
+        Ok((loaded.state, loaded.version))
+    }
+
+    /// The starting point of a load: the latest usable snapshot, if snapshots are on.
+    async fn snapshot_start(&self, stream: &str) -> Result<Option<(A, u64)>, FlowError> {
+        let Some(policy) = &self.snapshots else {
+            return Ok(None);
+        };
+        let snapshot = match self.herald.load_snapshot(stream).await {
+            Ok(snapshot) => snapshot,
+            Err(ClientError::StreamNotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(snapshot) = snapshot else {
+            return Ok(None);
+        };
+        match (policy.from_json)(snapshot.data) {
+            Ok(state) => Ok(Some((state, snapshot.version))),
+            Err(error) => {
+                tracing::warn!(stream, %error, "snapshot does not deserialize; loading every event");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Loads `stream` (from its snapshot when snapshots are on) and says how.
+    pub async fn load_from_snapshot(&self, stream: &str) -> Result<Loaded<A>, FlowError> {
+        let (mut state, snapshot_version) = match self.snapshot_start(stream).await? {
+            Some((state, version)) => (state, Some(version)),
+            None => (A::default(), None),
+        };
+        let mut version = snapshot_version;
+        let mut from = snapshot_version.map_or(0, |v| v + 1);
+        let mut events_read = 0u64;
+        let loaded = |state, version, events_read| Loaded {
+            state,
+            version,
+            snapshot_version,
+            events_read,
+        };
         loop {
             let page = match self
                 .herald
@@ -168,7 +256,9 @@ impl<A: Aggregate> Repository<A> {
                 .await
             {
                 Ok(page) => page,
-                Err(ClientError::StreamNotFound { .. }) => return Ok((state, None)),
+                Err(ClientError::StreamNotFound { .. }) => {
+                    return Ok(loaded(A::default(), None, events_read))
+                }
                 Err(e) => return Err(e.into()),
             };
             for record in &page {
@@ -179,10 +269,11 @@ impl<A: Aggregate> Repository<A> {
                 state.apply(&event);
                 version = Some(record.version);
                 from = record.version + 1;
+                events_read += 1;
             }
             // A server may cap pages below STREAM_PAGE: only an empty page is the end.
             if page.is_empty() {
-                return Ok((state, version));
+                return Ok(loaded(state, version, events_read));
             }
         }
     }
@@ -222,7 +313,8 @@ impl<A: Aggregate> Repository<A> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (state, version) = self.load(stream).await?;
+            let loaded = self.load_from_snapshot(stream).await?;
+            let (mut state, version) = (loaded.state, loaded.version);
             let events = state.handle(command).map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
                 return Ok(events);
@@ -241,12 +333,52 @@ impl<A: Aggregate> Repository<A> {
             }
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.herald.append_to_stream(stream, expected, cloud).await {
-                Ok(_) => return Ok(events),
+                Ok(appended) => {
+                    for event in &events {
+                        state.apply(event);
+                    }
+                    self.maybe_snapshot(
+                        stream,
+                        &state,
+                        loaded.snapshot_version,
+                        appended.next_expected_version,
+                    )
+                    .await;
+                    return Ok(events);
+                }
                 Err(ClientError::WrongExpectedVersion { .. }) if attempt < CONFLICT_RETRIES_MAX => {
                     tracing::debug!(stream, attempt, "append race lost; deciding again");
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Saves a snapshot of `state` at `version` when `every` events were written since
+    /// `snapshot_version`. A failed save only costs a longer load later: it is logged.
+    async fn maybe_snapshot(
+        &self,
+        stream: &str,
+        state: &A,
+        snapshot_version: Option<u64>,
+        version: u64,
+    ) {
+        let Some(policy) = &self.snapshots else {
+            return;
+        };
+        let since = snapshot_version.map_or(version + 1, |s| version.saturating_sub(s));
+        if since < policy.every {
+            return;
+        }
+        let data = match (policy.to_json)(state) {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::warn!(stream, %error, "aggregate state does not serialize; no snapshot");
+                return;
+            }
+        };
+        if let Err(error) = self.herald.save_snapshot(stream, version, data).await {
+            tracing::warn!(stream, version, %error, "saving a snapshot failed");
         }
     }
 }
