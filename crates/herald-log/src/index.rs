@@ -163,13 +163,21 @@ impl<E: IndexEntry> IndexFile<E> {
     /// The last entry for which `at_or_before` holds, given that it holds for a
     /// prefix of the entries (binary search with positioned reads).
     pub(crate) fn floor(&self, at_or_before: impl Fn(&E) -> bool) -> io::Result<Option<E>> {
+        Ok(self.floor_at(at_or_before)?.map(|(_, entry)| entry))
+    }
+
+    /// [`IndexFile::floor`] with the entry's position in the file.
+    pub(crate) fn floor_at(
+        &self,
+        at_or_before: impl Fn(&E) -> bool,
+    ) -> io::Result<Option<(u64, E)>> {
         let (mut low, mut high) = (0u64, self.len());
         let mut found = None;
         while low < high {
             let middle = low + (high - low) / 2;
             let entry = self.entry(middle)?;
             if at_or_before(&entry) {
-                found = Some(entry);
+                found = Some((middle, entry));
                 low = middle + 1;
             } else {
                 high = middle;

@@ -15,6 +15,10 @@
 //!   truncated: damage there is reported as `Corrupt` when read.
 //! - The batches after a sealed segment's last index entry are verified to learn
 //!   where the segment ends, so a missing segment shows up as an [`OffsetGap`].
+//! - A sealed time index must end with the segment's largest timestamp (checked by
+//!   reading from the batch its last entry names); a truncated one is rebuilt, since
+//!   it would make timestamp lookups skip the segment. Reads never trust an index
+//!   entry they cannot confirm against the batch it names (see [`crate::segment`]).
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -295,6 +299,7 @@ struct SaneIndexes {
     offset_entries: u64,
     time_entries: u64,
     last_offset_entry: Option<OffsetIndexEntry>,
+    last_time_entry: Option<TimeIndexEntry>,
     max_timestamp_ms: i64,
 }
 
@@ -307,18 +312,24 @@ fn recover_sealed(
     let segment = Segment::open(dir, base_offset, false)?;
     let log_bytes = log_bytes(&segment)?;
     let span_offsets = next_base.saturating_sub(base_offset);
-    let (state, rebuilt) = match check_sealed_indexes(&segment, log_bytes, span_offsets)? {
+    let checked = match check_sealed_indexes(&segment, log_bytes, span_offsets)? {
         Ok(sane) => {
             segment.offset_index.assume_entries(sane.offset_entries);
             segment.time_index.assume_entries(sane.time_entries);
-            let end_offset = sealed_end(&segment, sane.last_offset_entry, log_bytes)?;
-            let state = SegmentState {
-                written_bytes: log_bytes,
-                end_offset: end_offset.unwrap_or(next_base),
-                max_timestamp_ms: sane.max_timestamp_ms,
-            };
-            (state, false)
+            let end = sealed_end(&segment, sane.last_offset_entry, log_bytes)?;
+            match check_time_maximum(&segment, &sane, &end, log_bytes)? {
+                Ok(()) => Ok(SegmentState {
+                    written_bytes: log_bytes,
+                    end_offset: end.end_offset.unwrap_or(next_base),
+                    max_timestamp_ms: sane.max_timestamp_ms,
+                }),
+                Err(reason) => Err(reason),
+            }
         }
+        Err(reason) => Err(reason),
+    };
+    let (state, rebuilt) = match checked {
+        Ok(state) => (state, false),
         Err(reason) => {
             tracing::warn!(path = %segment.log_path().display(), %reason, "rebuilding the indexes of a sealed segment");
             (
@@ -422,27 +433,41 @@ fn check_sealed_indexes(
         offset_entries,
         time_entries,
         last_offset_entry,
+        last_time_entry,
         max_timestamp_ms: last_time_entry.map_or(i64::MIN, |e| e.timestamp_ms),
     }))
 }
 
-/// Verifies the batches after the last offset entry; returns the segment's end
-/// offset, or `None` (logged) if those batches are damaged.
+/// What the batches after a sealed segment's last offset entry say.
+struct SealedEnd {
+    /// The segment's end offset, `None` (logged) if those batches are damaged.
+    end_offset: Option<u64>,
+    /// The largest batch maximum timestamp among the good ones.
+    max_timestamp_ms: Option<i64>,
+}
+
+/// Verifies the batches after the last offset entry.
 fn sealed_end(
     segment: &Segment,
     last_entry: Option<OffsetIndexEntry>,
     log_bytes: u64,
-) -> Result<Option<u64>, LogError> {
+) -> Result<SealedEnd, LogError> {
     let (position, mut expected) = last_entry.map_or((0, segment.base_offset()), |e| {
         (
             u64::from(e.position),
             segment.base_offset() + u64::from(e.relative_offset),
         )
     });
+    let mut max_timestamp_ms: Option<i64> = None;
     let mut scanner = BatchScanner::new(segment.log_file(), position, log_bytes, SCAN_CHUNK_BYTES);
     let damage = loop {
         match scanner.next_batch() {
-            Ok(None) => return Ok(Some(expected)),
+            Ok(None) => {
+                return Ok(SealedEnd {
+                    end_offset: Some(expected),
+                    max_timestamp_ms,
+                })
+            }
             Ok(Some(scanned)) if scanned.header.base_offset != expected => {
                 break format!(
                     "batch has base offset {}, expected {expected}",
@@ -450,7 +475,12 @@ fn sealed_end(
                 )
             }
             Ok(Some(scanned)) => match decode_batch(&scanned.bytes) {
-                Ok(_) => expected = scanned.header.next_offset(),
+                Ok(_) => {
+                    let batch_max = scanned.header.max_timestamp_ms;
+                    max_timestamp_ms =
+                        Some(max_timestamp_ms.map_or(batch_max, |m| m.max(batch_max)));
+                    expected = scanned.header.next_offset();
+                }
                 Err(e) => break format!("batch at offset {expected}: {e}"),
             },
             Err(ScanError::Damaged { reason, .. }) => break reason,
@@ -463,7 +493,79 @@ fn sealed_end(
         reason = %damage,
         "sealed segment is damaged near its end; reads of the damaged part will fail"
     );
-    Ok(None)
+    Ok(SealedEnd {
+        end_offset: None,
+        max_timestamp_ms,
+    })
+}
+
+/// Checks that the last time entry holds the segment's largest timestamp: the batch it
+/// names starts at its offset with exactly its timestamp as maximum (how the writer
+/// makes entries), and no later batch is newer. Catches a truncated or damaged time
+/// index, which would otherwise make timestamp lookups skip the segment. Reads the
+/// segment from that batch on: with append-time timestamps, only its last batches.
+fn check_time_maximum(
+    segment: &Segment,
+    sane: &SaneIndexes,
+    end: &SealedEnd,
+    log_bytes: u64,
+) -> Result<Result<(), String>, LogError> {
+    let Some(entry) = sane.last_time_entry else {
+        return Ok(Ok(()));
+    };
+    if let Some(tail_max) = end.max_timestamp_ms.filter(|m| *m > entry.timestamp_ms) {
+        return Ok(Err(format!(
+            "time index maximum {} is below timestamp {tail_max} in the segment",
+            entry.timestamp_ms
+        )));
+    }
+    let target = segment.base_offset() + u64::from(entry.relative_offset);
+    let floor = segment
+        .offset_index
+        .floor(|e| e.relative_offset <= entry.relative_offset)
+        .map_err(|e| LogError::io("read index", segment.offset_index.path(), e))?;
+    let (position, mut expected) = floor.map_or((0, segment.base_offset()), |e| {
+        (
+            u64::from(e.position),
+            segment.base_offset() + u64::from(e.relative_offset),
+        )
+    });
+    let mut scanner = BatchScanner::new(segment.log_file(), position, log_bytes, SCAN_CHUNK_BYTES);
+    let mut named_found = false;
+    loop {
+        let header = match scanner.next_batch() {
+            Ok(Some(scanned)) => scanned.header,
+            // Damage past the named batch is reported by reads; before it, the entry
+            // cannot be checked.
+            Ok(None) | Err(ScanError::Damaged { .. }) => break,
+            Err(ScanError::Io(e)) => return Err(LogError::io("read", segment.log_path(), e)),
+        };
+        if header.base_offset != expected {
+            break;
+        }
+        expected = header.next_offset();
+        if named_found && header.max_timestamp_ms > entry.timestamp_ms {
+            return Ok(Err(format!(
+                "time index maximum {} is below timestamp {} at offset {}",
+                entry.timestamp_ms, header.max_timestamp_ms, header.base_offset
+            )));
+        }
+        if header.base_offset == target {
+            if header.max_timestamp_ms != entry.timestamp_ms {
+                break;
+            }
+            named_found = true;
+        } else if header.base_offset > target && !named_found {
+            break;
+        }
+    }
+    if named_found {
+        return Ok(Ok(()));
+    }
+    Ok(Err(format!(
+        "last time entry ({}, offset {target}) does not name a batch with that maximum",
+        entry.timestamp_ms
+    )))
 }
 
 /// Offset ranges between one segment's end and the next one's base.

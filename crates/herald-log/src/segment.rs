@@ -199,22 +199,59 @@ impl Segment {
     /// Visits the verified batches of this segment that hold offsets at or after
     /// `from` and below `visible_end`, in order, until `visit` returns `false`.
     /// Returns the offset right after the last batch scanned (skipped ones included).
+    ///
+    /// The offset index only picks where to start: if the batch an entry points at is
+    /// not the batch the entry names (a damaged index), the scan restarts from the
+    /// start of the segment, so index damage costs time, never data.
     pub(crate) fn scan_from(
         &self,
         from: u64,
         visible_end: u64,
         mut visit: impl FnMut(&VerifiedBatch<'_>) -> bool,
     ) -> Result<u64, LogError> {
+        let (position, expected) = self.seek(from)?;
+        match self.scan_at(position, expected, from, visible_end, &mut visit) {
+            Err(ScanFailure::IndexMismatch { reason, .. })
+                if (position, expected) != (0, self.base_offset) =>
+            {
+                tracing::warn!(
+                    index = %self.offset_index.path().display(),
+                    position,
+                    %reason,
+                    "offset index entry does not match the log; scanning the segment from its start"
+                );
+                self.scan_at(0, self.base_offset, from, visible_end, &mut visit)
+                    .map_err(|failure| failure.into_error(self))
+            }
+            result => result.map_err(|failure| failure.into_error(self)),
+        }
+    }
+
+    /// [`Segment::scan_from`] from byte `position`, where the batch at `expected`
+    /// should start.
+    fn scan_at(
+        &self,
+        position: u64,
+        mut expected: u64,
+        from: u64,
+        visible_end: u64,
+        visit: &mut impl FnMut(&VerifiedBatch<'_>) -> bool,
+    ) -> Result<u64, ScanFailure> {
         let visible_bytes = self.visible_bytes.load(Ordering::Acquire);
-        let (position, mut expected) = self.seek(from)?;
         let mut scanner = BatchScanner::new(&self.log, position, visible_bytes, READ_CHUNK_BYTES);
+        let mut first = true;
         while expected < visible_end {
             let scanned = match scanner.next_batch() {
                 Ok(Some(scanned)) => scanned,
                 Ok(None) => break,
-                Err(ScanError::Io(e)) => return Err(LogError::io("read", &self.log_path, e)),
+                Err(ScanError::Io(e)) => {
+                    return Err(ScanFailure::Error(LogError::io("read", &self.log_path, e)))
+                }
+                Err(ScanError::Damaged { position, reason }) if first => {
+                    return Err(ScanFailure::IndexMismatch { position, reason })
+                }
                 Err(ScanError::Damaged { position, reason }) => {
-                    return Err(self.corrupt(position, reason))
+                    return Err(ScanFailure::Error(self.corrupt(position, reason)))
                 }
             };
             let header = scanned.header;
@@ -223,15 +260,20 @@ impl Segment {
                     "batch has base offset {}, expected {expected}",
                     header.base_offset
                 );
-                return Err(self.corrupt(scanned.position, reason));
+                if first {
+                    let position = scanned.position;
+                    return Err(ScanFailure::IndexMismatch { position, reason });
+                }
+                return Err(ScanFailure::Error(self.corrupt(scanned.position, reason)));
             }
+            first = false;
             expected = header.next_offset();
             if expected <= from {
                 continue;
             }
             let decoded = decode_batch(&scanned.bytes).map_err(|e| {
                 let reason = format!("batch at offset {}: {e}", header.base_offset);
-                self.corrupt(scanned.position, reason)
+                ScanFailure::Error(self.corrupt(scanned.position, reason))
             })?;
             let verified = VerifiedBatch {
                 bytes: &scanned.bytes,
@@ -244,37 +286,96 @@ impl Segment {
         Ok(expected)
     }
 
-    /// The first offset in `[from_hint, visible_end)` of this segment whose record
-    /// timestamp is at least `timestamp_ms`, using the time index to skip ahead.
+    /// The first offset below `visible_end` of this segment whose record timestamp is
+    /// at least `timestamp_ms`, using the time index to skip ahead. A time entry
+    /// `(T, r)` is trusted only once the scan confirms it: every batch between the
+    /// previous entry and batch `r` is older than `T`, and batch `r` starts at its
+    /// offset with exactly `T` as maximum (how the writer makes entries). Otherwise
+    /// the segment is scanned from its start.
     pub(crate) fn find_timestamp(
         &self,
         timestamp_ms: i64,
         visible_end: u64,
     ) -> Result<Option<u64>, LogError> {
-        let entry = self
+        let read_error = |e| LogError::io("read time index", self.time_index.path(), e);
+        let floor = self
             .time_index
-            .floor(|e| e.timestamp_ms <= timestamp_ms)
-            .map_err(|e| LogError::io("read time index", self.time_index.path(), e))?;
-        let from = entry.map_or(self.base_offset, |e| {
-            self.base_offset + u64::from(e.relative_offset)
-        });
+            .floor_at(|e| e.timestamp_ms <= timestamp_ms)
+            .map_err(read_error)?;
+        if let Some((index, entry)) = floor {
+            let previous = match index.checked_sub(1) {
+                Some(previous) => Some(self.time_index.entry(previous).map_err(read_error)?),
+                None => None,
+            };
+            match self.find_timestamp_from(timestamp_ms, visible_end, Some((entry, previous)))? {
+                TimestampSearch::Done(found) => return Ok(found),
+                TimestampSearch::EntryMismatch => tracing::warn!(
+                    index = %self.time_index.path().display(),
+                    relative_offset = entry.relative_offset,
+                    "time index entry does not match the log; scanning the segment from its start"
+                ),
+            }
+        }
+        match self.find_timestamp_from(timestamp_ms, visible_end, None)? {
+            TimestampSearch::Done(found) => Ok(found),
+            TimestampSearch::EntryMismatch => Ok(None),
+        }
+    }
+
+    /// Scans for `timestamp_ms` from the segment start, or from the entry before
+    /// `entry` while checking `entry` (see [`Segment::find_timestamp`]).
+    fn find_timestamp_from(
+        &self,
+        timestamp_ms: i64,
+        visible_end: u64,
+        entry: Option<(TimeIndexEntry, Option<TimeIndexEntry>)>,
+    ) -> Result<TimestampSearch, LogError> {
+        let relative = |e: TimeIndexEntry| self.base_offset + u64::from(e.relative_offset);
+        let from = entry
+            .and_then(|(_, previous)| previous)
+            .map_or(self.base_offset, relative);
+        let mut to_check = entry.map(|(entry, _)| (entry.timestamp_ms, relative(entry)));
         let mut found = None;
+        let mut mismatch = false;
         self.scan_from(from, visible_end, |batch| {
-            if batch.decoded.header.max_timestamp_ms < timestamp_ms {
+            let header = &batch.decoded.header;
+            if let Some((entry_ms, entry_offset)) = to_check {
+                let confirmed =
+                    header.base_offset == entry_offset && header.max_timestamp_ms == entry_ms;
+                if confirmed {
+                    to_check = None;
+                } else if header.base_offset >= entry_offset || header.max_timestamp_ms >= entry_ms
+                {
+                    mismatch = true;
+                    return false;
+                } else {
+                    return true;
+                }
+            }
+            if header.max_timestamp_ms < timestamp_ms {
                 return true;
             }
-            let base_offset = batch.decoded.header.base_offset;
             found = batch
                 .decoded
                 .records()
-                .zip(base_offset..)
+                .zip(header.base_offset..)
                 .find(|(record, offset)| *offset >= from && record.timestamp_ms >= timestamp_ms)
                 .map(|(_, offset)| offset)
                 .filter(|offset| *offset < visible_end);
             found.is_none()
         })?;
-        Ok(found)
+        if mismatch || to_check.is_some() {
+            return Ok(TimestampSearch::EntryMismatch);
+        }
+        Ok(TimestampSearch::Done(found))
     }
+}
+
+/// The outcome of one time-index-guided search.
+enum TimestampSearch {
+    Done(Option<u64>),
+    /// The time entry does not describe the batch it names.
+    EntryMismatch,
 }
 
 /// A batch whose CRC and records checked out, with the buffer it lives in.
@@ -313,6 +414,26 @@ pub(crate) enum ScanError {
         position: u64,
         reason: String,
     },
+}
+
+/// Why [`Segment::scan_at`] failed.
+enum ScanFailure {
+    /// The first batch is not where the index said (or not whole); with position 0
+    /// this is data damage like any other.
+    IndexMismatch {
+        position: u64,
+        reason: String,
+    },
+    Error(LogError),
+}
+
+impl ScanFailure {
+    fn into_error(self, segment: &Segment) -> LogError {
+        match self {
+            ScanFailure::IndexMismatch { position, reason } => segment.corrupt(position, reason),
+            ScanFailure::Error(error) => error,
+        }
+    }
 }
 
 /// A batch found by a [`BatchScanner`]: header checked, CRC not yet.

@@ -1,7 +1,8 @@
 //! Property: a bit flipped anywhere in a sealed segment (its `.log` or `.index`
 //! file) does not stop `open()`; a read returns either the original records or
 //! `Corrupt`, never damaged data, and every offset of a damaged batch reads as
-//! `Corrupt`. Appends keep working.
+//! `Corrupt`; damage to the index alone never makes a record unreadable. Appends
+//! keep working.
 
 mod common;
 
@@ -83,7 +84,9 @@ proptest! {
                     prop_assert_eq!(records.len(), 1);
                     prop_assert_eq!(&records[0], original);
                 }
-                Err(LogError::Corrupt { .. }) => {}
+                Err(LogError::Corrupt { .. }) => {
+                    prop_assert!(!in_index, "index damage made offset {} unreadable", original.offset);
+                }
                 Err(other) => prop_assert!(false, "unexpected error {other}"),
             }
         }
