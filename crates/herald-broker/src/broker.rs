@@ -596,7 +596,16 @@ impl Broker {
         let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
         let mut offset = self.inner.delay.floor().max(log.start_offset());
         while offset < log.next_offset() {
-            let batch = log.read(offset, 4096, FETCH_BYTES_MAX)?;
+            let batch = match log.read(offset, 4096, FETCH_BYTES_MAX) {
+                Ok(batch) => batch,
+                Err(error @ herald_log::LogError::Corrupt { .. }) => {
+                    let resume = log.offset_after_damage(offset);
+                    tracing::error!(offset, resume, %error, "delayed events: skipping damaged data");
+                    offset = resume;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             let Some(last) = batch.last() else { break };
             offset = last.offset + 1;
             for stored in batch {

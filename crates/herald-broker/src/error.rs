@@ -88,6 +88,8 @@ impl BrokerError {
             BrokerError::ShuttingDown => "unavailable",
             BrokerError::Schema(e) => e.code(),
             BrokerError::EventSchema { error, .. } => error.code(),
+            BrokerError::Storage(LogError::Corrupt { .. }) => "data_corrupt",
+            BrokerError::Storage(e) if e.is_retryable() => "storage_full",
             BrokerError::DataDirLocked { .. }
             | BrokerError::Storage(_)
             | BrokerError::Io { .. } => "internal",

@@ -58,9 +58,23 @@ impl Topic {
         };
         let since = chrono::Utc::now().timestamp_millis() - dedup.window_ms();
         for (p, log) in self.partitions.iter().enumerate() {
-            let mut offset = log.offset_for_timestamp(since)?;
+            // Damaged stored data must not keep the broker from starting: it is skipped
+            // here (and reported to whoever reads it).
+            let mut offset = log.offset_for_timestamp(since).unwrap_or_else(|error| {
+                tracing::error!(topic = %self.meta.name, partition = p, %error, "dedup window: timestamp lookup failed; scanning the partition");
+                log.start_offset()
+            });
             while offset < log.next_offset() {
-                let batch = log.read(offset, 4096, 4 * 1024 * 1024)?;
+                let batch = match log.read(offset, 4096, 4 * 1024 * 1024) {
+                    Ok(batch) => batch,
+                    Err(error @ herald_log::LogError::Corrupt { .. }) => {
+                        let resume = log.offset_after_damage(offset);
+                        tracing::error!(topic = %self.meta.name, partition = p, offset, resume, %error, "dedup window: skipping damaged data");
+                        offset = resume;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let Some(last) = batch.last() else { break };
                 offset = last.offset + 1;
                 for stored in batch {

@@ -39,6 +39,8 @@ pub fn kafka_code(error: &BrokerError) -> i16 {
         // Retriable: the client refreshes metadata and retries (against the restarted server).
         BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
         BrokerError::Storage(e) if e.is_retryable() => ResponseError::KafkaStorageError,
+        // Stored data failed its CRC or offset checks: never served.
+        BrokerError::Storage(herald_log::LogError::Corrupt { .. }) => ResponseError::CorruptMessage,
         BrokerError::Storage(herald_log::LogError::BatchTooLarge { .. }) => {
             ResponseError::RecordListTooLarge
         }

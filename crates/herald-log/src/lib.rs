@@ -64,3 +64,7 @@ pub use recovery::{OffsetGap, RecoveryReport};
 /// Histogram (seconds) of the group-commit `fdatasync` of `always` partitions, recorded
 /// through the `metrics` facade (a no-op unless the process installed a recorder).
 pub const FSYNC_SECONDS_METRIC: &str = "herald_log_fsync_duration_seconds";
+
+/// Counter of reads and timestamp lookups that met stored data failing verification
+/// (`LogError::Corrupt`): a damaged segment, never served. Through the `metrics` facade.
+pub const CORRUPT_READS_METRIC: &str = "herald_log_corrupt_reads_total";

@@ -185,14 +185,23 @@ impl PartitionLog {
             match step {
                 Ok(Some(reached)) => next = reached,
                 Ok(None) => break,
-                Err(error) if out.is_empty() => return Err(error),
+                Err(error) if out.is_empty() => return Err(self.noted(error)),
                 Err(error) => {
-                    tracing::warn!(%error, "read stopped early at damaged data");
+                    self.noted(error);
                     break;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Logs and counts (`CORRUPT_READS_METRIC`) a read that met damaged data.
+    fn noted(&self, error: LogError) -> LogError {
+        if let LogError::Corrupt { .. } = &error {
+            metrics::counter!(crate::CORRUPT_READS_METRIC).increment(1);
+            tracing::error!(dir = %self.shared.dir.display(), %error, "read met damaged data; it is not served");
+        }
+        error
     }
 
     fn check_range(&self, offset: u64, visible_end: u64) -> Result<(), LogError> {
@@ -235,6 +244,19 @@ impl PartitionLog {
         Ok(Arc::clone(segment))
     }
 
+    /// Where a reader can go on after `read(offset, ..)` failed with `Corrupt`: the base
+    /// offset of the segment after the one holding `offset`, or `next_offset()` if
+    /// there is none. Offsets skipped this way are lost to that reader; recovery code
+    /// (e.g. rebuilding an in-memory window) uses it to keep going past damage.
+    pub fn offset_after_damage(&self, offset: u64) -> u64 {
+        let segments = self.shared.segments.read();
+        let index = segments.partition_point(|s| s.base_offset() <= offset);
+        segments
+            .get(index)
+            .map_or_else(|| self.shared.next_offset(), |s| s.base_offset())
+            .max(offset.saturating_add(1))
+    }
+
     /// The first offset whose record timestamp is >= `timestamp_ms`, or
     /// `next_offset()` if there is none. Uses each segment's largest timestamp and
     /// time index to skip, then scans.
@@ -249,7 +271,10 @@ impl PartitionLog {
                 .collect()
         };
         for segment in candidates {
-            if let Some(offset) = segment.find_timestamp(timestamp_ms, visible_end)? {
+            let found = segment
+                .find_timestamp(timestamp_ms, visible_end)
+                .map_err(|error| self.noted(error))?;
+            if let Some(offset) = found {
                 return Ok(offset);
             }
         }

@@ -396,6 +396,13 @@ fn a_missing_middle_segment_is_reported_not_fatal() {
         Err(LogError::Corrupt { reason, .. }) => assert!(reason.contains("missing"), "{reason}"),
         other => panic!("unexpected {other:?}"),
     }
+    assert_eq!(log.offset_after_damage(lost_base + 1), lost_end);
+    assert_eq!(
+        log.offset_after_damage(0),
+        lost_end,
+        "the next segment after the first"
+    );
+    assert_eq!(log.offset_after_damage(79), 80);
     // A read that runs into the gap returns what came before it.
     let before = log.read(0, usize::MAX, usize::MAX).expect("read");
     assert_eq!(before.last().map(|r| r.offset), Some(lost_base - 1));

@@ -80,7 +80,7 @@ fn brute_force_lookup(records: &[StoredRecord], timestamp_ms: i64) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(common::proptest_config(160))]
+    #![proptest_config(common::proptest_config(96))]
 
     #[test]
     fn index_damage_costs_time_never_data(
