@@ -148,8 +148,44 @@ def test_acls_deny_what_was_not_granted(server):
     assert not errors and len(values) == 5, (values, errors)
 
 
+def self_signed_cert(directory):
+    """A throw-away certificate for 127.0.0.1 (openssl, installed by scripts/test)."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_sasl_over_tls():
+    directory = tempfile.mkdtemp(prefix="herald-tls-")
+    cert, key = self_signed_cert(directory)
+    server = harness.Server(["--auth-file", make_auth_file(), "--tls-cert", cert, "--tls-key", key])
+    try:
+        tls = {"security.protocol": "SASL_SSL", "ssl.ca.location": cert}
+        alice = {**sasl(server, "alice"), **tls}
+        admin = AdminClient({**sasl(server, "admin"), **tls})
+        for future in admin.create_topics([NewTopic("orders.tls", 1, 1)]).values():
+            future.result(15)
+        errors, remaining = produce(alice, "orders.tls", 50)
+        assert not errors and remaining == 0, (errors[:3], remaining)
+        values, errors = consume({**alice, "group.id": "g-tls"}, "orders.tls", 50)
+        assert not errors and len(values) == 50, (len(values), errors[:3])
+        # SASL over plaintext to the TLS port gets nowhere.
+        plain = AdminClient({**sasl(server, "admin"), "log_level": 0})
+        try:
+            plain.list_topics(timeout=3)
+            raise AssertionError("plaintext to the TLS listener must fail")
+        except KafkaException:
+            pass
+    finally:
+        server.close()
+
+
 if __name__ == "__main__":
     sys.exit(harness.run([
+        test_sasl_over_tls,
         test_plain_and_scram_logins_produce_and_consume,
         test_wrong_password_and_missing_sasl_are_refused,
         test_acls_deny_what_was_not_granted,

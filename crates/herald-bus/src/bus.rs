@@ -47,6 +47,8 @@ pub struct BusConfig {
     pub checkpoint_interval: Duration,
     /// How often topic creation/deletion is looked for.
     pub topology_interval: Duration,
+    /// Hosts webhooks may target (and be redirected to); default: any.
+    pub webhook_hosts: crate::allowlist::HostAllowList,
 }
 
 impl BusConfig {
@@ -55,8 +57,22 @@ impl BusConfig {
             data_dir: data_dir.into(),
             checkpoint_interval: Duration::from_secs(1),
             topology_interval: Duration::from_millis(200),
+            webhook_hosts: crate::allowlist::HostAllowList::any(),
         }
     }
+}
+
+/// Follows up to 10 redirects, and with an allow-list only to allowed hosts.
+fn redirect_policy(hosts: crate::allowlist::HostAllowList) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 10 {
+            attempt.error("too many redirects")
+        } else if hosts.allows_url(attempt.url()) {
+            attempt.follow()
+        } else {
+            attempt.error("redirect to a host outside the webhook allow-list")
+        }
+    })
 }
 
 /// Which dead-letter records a redrive moves.
@@ -110,6 +126,7 @@ impl Bus {
     /// dispatcher's checkpoint, and starts dispatching. Must run inside tokio.
     pub async fn open(broker: Broker, config: BusConfig) -> Result<Bus, BusError> {
         let data_dir = config.data_dir.clone();
+        let redirects = redirect_policy(config.webhook_hosts.clone());
         let (records, checkpoint) = tokio::task::spawn_blocking(move || {
             Ok::<_, BusError>((store::load_all(&data_dir)?, load_checkpoint(&data_dir)?))
         })
@@ -144,6 +161,7 @@ impl Bus {
                 tasks: Mutex::new(Vec::new()),
                 http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(10))
+                    .redirect(redirects)
                     .build()
                     .map_err(|e| {
                         BusError::io(std::path::Path::new("http"), std::io::Error::other(e))
@@ -239,6 +257,7 @@ impl Bus {
                 max_deliveries: sub.record.spec.max_deliveries,
                 client: self.inner.http.clone(),
                 stats: Arc::clone(stats),
+                hosts: self.inner.config.webhook_hosts.clone(),
             };
             tasks.push(tokio::spawn(deliverer.run(sub.stop.subscribe())));
         }
@@ -294,6 +313,16 @@ impl Bus {
         }
         let spec = SubscriptionSpec::from_json(definition)?;
         let (pattern, _filter) = spec.validate()?;
+        if let Target::Webhook(target) = &spec.target {
+            let allowed = reqwest::Url::parse(&target.url)
+                .is_ok_and(|url| self.inner.config.webhook_hosts.allows_url(&url));
+            if !allowed {
+                return Err(BusError::invalid(
+                    "target.url",
+                    "its host is not in the server's webhook allow-list",
+                ));
+            }
+        }
         let _admin = self.inner.admin.lock().await;
         if self.inner.subscriptions.read().contains_key(&spec.name) {
             return Err(BusError::SubscriptionExists(spec.name));

@@ -25,6 +25,7 @@
 #![warn(clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::expect_used, clippy::unwrap_used, clippy::panic))]
 
+pub mod allowlist;
 pub mod bus;
 pub mod dispatcher;
 pub mod error;

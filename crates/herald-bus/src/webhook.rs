@@ -71,6 +71,9 @@ pub struct Deliverer {
     pub max_deliveries: u32,
     pub client: reqwest::Client,
     pub stats: Arc<WebhookStats>,
+    /// Checked again at delivery: the list may have changed since the subscription
+    /// was created (it is server configuration, subscriptions are durable).
+    pub hosts: crate::allowlist::HostAllowList,
 }
 
 /// Percent-encodes what may not appear in a header value (CloudEvents HTTP binding).
@@ -136,6 +139,14 @@ pub fn render(event: &CloudEvent, mode: WebhookMode) -> (Vec<u8>, String, Vec<(S
 impl Deliverer {
     /// One POST of `message`; `Err` carries the failure reason.
     async fn attempt(&self, message: &Message, delivery_count: u32) -> Result<(), String> {
+        let allowed =
+            reqwest::Url::parse(&self.target.url).is_ok_and(|url| self.hosts.allows_url(&url));
+        if !allowed {
+            return Err(format!(
+                "the host of {} is not in the webhook allow-list",
+                self.target.url
+            ));
+        }
         let (body, content_type, headers) = render(&message.event, self.target.mode);
         let mut request = self
             .client

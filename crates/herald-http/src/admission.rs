@@ -63,11 +63,7 @@ impl Admission {
 
 /// Middleware: takes the request's share of the budget, or answers 503.
 pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = crate::body::declared_length(request.headers());
     let chunked = request
         .headers()
         .get(axum::http::header::TRANSFER_ENCODING)

@@ -2,7 +2,9 @@
 //!
 //! Over the limit, the rest of the body is drained (up to [`DRAIN_BYTES_MAX`], within
 //! [`DRAIN_TIME_MAX`]) before the 413 goes out with `connection: close`, so a client
-//! still writing its body reads the error instead of a connection reset.
+//! still writing its body reads the error instead of a connection reset. A body that
+//! does not arrive within `HttpOptions::body_timeout` is a 408 (slow-body clients hold
+//! no server resources for longer than that).
 
 use std::time::{Duration, Instant};
 
@@ -22,19 +24,37 @@ pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(30);
 /// A whole request body no larger than `HttpOptions::max_request_bytes`.
 pub struct LimitedBody(pub Bytes);
 
+/// The `Content-Length` a request declares, if any (and if it parses).
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<usize> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 impl FromRequest<AppState> for LimitedBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.options.max_request_bytes;
-        let declared = request
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let declared = declared_length(request.headers());
+        let deadline = tokio::time::Instant::now() + state.options.body_timeout;
         let mut stream = request.into_body().into_data_stream();
         let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+                let mut e = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        state.options.body_timeout.as_millis()
+                    ),
+                );
+                e.close_connection = true;
+                return Err(e);
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk
                 .map_err(|e| ApiError::invalid("body", format!("could not read the body: {e}")))?;
             if buffer.len() + chunk.len() > limit {

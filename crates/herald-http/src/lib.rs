@@ -10,6 +10,7 @@
 //!   [`persistent`]: its persistent subscriptions.
 //! - [`console`]: the web console's embedded assets at `/ui`; [`console_api`]: its
 //!   JSON views under `/v1/console`.
+//! - [`server`]: the listener (TLS, connection cap, header/stall timeouts, shutdown).
 //! - [`metrics`]: `GET /metrics` (Prometheus), request metrics, connection counts;
 //!   [`tracecontext`]: W3C `traceparent`/`tracestate` on publish and server spans.
 
@@ -26,13 +27,13 @@ pub mod metrics;
 pub mod params;
 pub mod persistent;
 pub mod schemas;
+pub mod server;
 pub mod sse;
 pub mod streams;
 pub mod topics;
 pub mod tracecontext;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -52,6 +53,8 @@ pub struct HttpOptions {
     pub max_inflight_bytes: usize,
     /// How long a request waits for room in that budget before a 503, default 5 s.
     pub inflight_wait: std::time::Duration,
+    /// Longest time a request body may take to arrive (slow-body clients), default 30 s.
+    pub body_timeout: std::time::Duration,
     /// Users, tokens and ACLs; `None` = no authentication (every request allowed).
     pub auth: Option<std::sync::Arc<herald_auth::AuthStore>>,
 }
@@ -62,6 +65,7 @@ impl Default for HttpOptions {
             max_request_bytes: 16 * 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
             inflight_wait: std::time::Duration::from_secs(5),
+            body_timeout: std::time::Duration::from_secs(30),
             auth: None,
         }
     }
@@ -256,19 +260,18 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves `router` on `listener` with default limits and no TLS until `shutdown`
+/// resolves, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // `tap_io` only so that `ConnectInfo<SocketAddr>` keeps working with the wrapper.
-    let listener = metrics::CountingListener::new(listener).tap_io(|_| {});
-    axum::serve(
+    server::serve_with(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        server::ListenerOptions::default(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }

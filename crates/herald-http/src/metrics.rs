@@ -9,11 +9,7 @@
 //! method set, and names of topics, groups and subscriptions that exist.
 
 use std::fmt::Write as _;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -22,8 +18,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument as _;
 
 use crate::AppState;
@@ -411,84 +405,6 @@ fn render_bus_state(bus: &herald_bus::Bus, state: &AppState, out: &mut String) {
 }
 
 // ---- open connections ----
-
-/// A TCP listener whose accepted streams count themselves in
-/// [`OPEN_CONNECTIONS_METRIC`]`{protocol="http"}` until they close.
-pub struct CountingListener {
-    inner: TcpListener,
-}
-
-impl CountingListener {
-    pub fn new(inner: TcpListener) -> Self {
-        Self { inner }
-    }
-}
-
-impl axum::serve::Listener for CountingListener {
-    type Io = CountedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, peer) = axum::serve::Listener::accept(&mut self.inner).await;
-        metrics::gauge!(OPEN_CONNECTIONS_METRIC, "protocol" => "http").increment(1.0);
-        (CountedStream { inner: stream }, peer)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted HTTP connection; dropping it lowers the open-connection gauge.
-pub struct CountedStream {
-    inner: TcpStream,
-}
-
-impl Drop for CountedStream {
-    fn drop(&mut self) {
-        metrics::gauge!(OPEN_CONNECTIONS_METRIC, "protocol" => "http").decrement(1.0);
-    }
-}
-
-impl AsyncRead for CountedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
 
 #[cfg(test)]
 mod tests {

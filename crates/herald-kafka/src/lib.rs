@@ -80,6 +80,17 @@ pub struct KafkaOptions {
     /// User store and ACLs: when set, clients must log in with SASL (PLAIN or
     /// SCRAM-SHA-256) before any request but ApiVersions, and ACLs apply.
     pub auth: Option<std::sync::Arc<herald_auth::AuthStore>>,
+    /// TLS (`SSL` / `SASL_SSL` security protocols); `None`: plaintext.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Longest TLS handshake.
+    pub tls_handshake_timeout: std::time::Duration,
+    /// A connection with no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`, default 10 minutes).
+    pub idle_timeout: std::time::Duration,
+    /// A request that has started must arrive in full within this time (slowloris).
+    pub request_read_timeout: std::time::Duration,
+    /// A response write blocked this long on a client that reads nothing closes it.
+    pub write_stall_timeout: std::time::Duration,
 }
 
 impl KafkaOptions {
@@ -93,6 +104,11 @@ impl KafkaOptions {
             batch_bytes_max: 32 * 1024 * 1024,
             groups: GroupOptions::default(),
             auth: None,
+            tls: None,
+            tls_handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(600),
+            request_read_timeout: std::time::Duration::from_secs(30),
+            write_stall_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use herald_broker::Broker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use herald_net::StallGuard;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -46,6 +47,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_sender, stop) = watch::channel(false);
     let connections_max = options.connections_max.max(1);
+    let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let shared = Arc::new(Shared::new(broker, options, stop.clone()));
     let ticker = tokio::spawn(group_ticker(Arc::clone(&shared), stop.clone()));
     let permits = Arc::new(Semaphore::new(connections_max));
@@ -69,9 +71,41 @@ pub async fn serve(
                 backoff = Duration::from_millis(10);
                 let shared = Arc::clone(&shared);
                 let stop = stop.clone();
+                let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     let _open = OpenConnection::new();
-                    if let Err(e) = handle_connection(&shared, stream, peer, stop).await {
+                    let _ = stream.set_nodelay(true);
+                    let stall = shared.options.write_stall_timeout;
+                    let result = match acceptor {
+                        None => {
+                            handle_connection(&shared, StallGuard::new(stream, stall), peer, stop)
+                                .await
+                        }
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                shared.options.tls_handshake_timeout,
+                                acceptor.accept(stream),
+                            )
+                            .await;
+                            match handshake {
+                                Ok(Ok(tls)) => {
+                                    handle_connection(
+                                        &shared,
+                                        StallGuard::new(tls, stall),
+                                        peer,
+                                        stop,
+                                    )
+                                    .await
+                                }
+                                Ok(Err(e)) => Err(e),
+                                Err(_) => Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "TLS handshake timed out",
+                                )),
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "kafka connection ended with an error");
                     }
                     drop(permit);
@@ -139,13 +173,12 @@ async fn group_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn handle_connection(
+async fn handle_connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
     let frame_bytes_max = shared.options.frame_bytes_max;
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut session = Session::new(format!("/{}", peer.ip()));
@@ -156,8 +189,21 @@ async fn handle_connection(
             Ok(None) => {
                 let missing = bytes_missing(&buffer, frame_bytes_max);
                 buffer.reserve(missing.clamp(READ_CHUNK_BYTES, READ_STEP_BYTES_MAX));
+                // Between requests a client may idle (Kafka's connections.max.idle.ms); once
+                // a request has started it must arrive in full within the read timeout.
+                let limit = if buffer.is_empty() {
+                    shared.options.idle_timeout
+                } else {
+                    shared.options.request_read_timeout
+                };
                 let read = tokio::select! {
-                    read = stream.read_buf(&mut buffer) => read?,
+                    read = tokio::time::timeout(limit, stream.read_buf(&mut buffer)) => match read {
+                        Ok(read) => read?,
+                        Err(_) => {
+                            tracing::debug!(%peer, partial_bytes = buffer.len(), "kafka: closing a connection that sent nothing in time");
+                            return Ok(());
+                        }
+                    },
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                 };
                 if read == 0 {

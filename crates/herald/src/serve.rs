@@ -85,6 +85,41 @@ pub struct ServeArgs {
     /// set, every API needs credentials and the ACLs decide (default deny).
     #[arg(long, env = "HERALD_AUTH_FILE")]
     auth_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS and Kafka over TLS (with --tls-key).
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA: clients must present a certificate it issued (mutual TLS).
+    #[arg(long, env = "HERALD_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Most open HTTP connections; more are closed at once (default 16384).
+    #[arg(long, env = "HERALD_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: Option<usize>,
+    /// Time a request's headers may take, and the idle keep-alive limit, in ms (default 30000).
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS")]
+    http_header_timeout_ms: Option<u64>,
+    /// Time a request body may take to arrive, in ms (default 30000; then 408).
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT_MS")]
+    http_body_timeout_ms: Option<u64>,
+    /// Most open Kafka connections; more wait to be accepted (default 1024).
+    #[arg(long, env = "HERALD_KAFKA_MAX_CONNECTIONS")]
+    kafka_max_connections: Option<usize>,
+    /// Kafka connections idle this long are closed, in ms (connections.max.idle.ms; default 600000).
+    #[arg(long, env = "HERALD_KAFKA_IDLE_TIMEOUT_MS")]
+    kafka_idle_timeout_ms: Option<u64>,
+    /// A started Kafka request must arrive in full within this many ms (default 30000).
+    #[arg(long, env = "HERALD_KAFKA_REQUEST_TIMEOUT_MS")]
+    kafka_request_timeout_ms: Option<u64>,
+    /// A response write blocked this long on a client that reads nothing closes the
+    /// connection, in ms (HTTP and Kafka; default 60000).
+    #[arg(long, env = "HERALD_WRITE_STALL_TIMEOUT_MS")]
+    write_stall_timeout_ms: Option<u64>,
+    /// Comma-separated hosts webhooks may target (`hooks.example.com`, `*.example.com`,
+    /// IPs). Unset: any host.
+    #[arg(long, env = "HERALD_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    webhook_allow_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -113,6 +148,17 @@ struct FileConfig {
     kafka_group_initial_rebalance_delay_ms: Option<u64>,
     otlp_endpoint: Option<String>,
     auth_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    http_max_connections: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
+    http_body_timeout_ms: Option<u64>,
+    kafka_max_connections: Option<usize>,
+    kafka_idle_timeout_ms: Option<u64>,
+    kafka_request_timeout_ms: Option<u64>,
+    write_stall_timeout_ms: Option<u64>,
+    webhook_allow_hosts: Option<Vec<String>>,
 }
 
 /// The resolved configuration.
@@ -131,6 +177,14 @@ struct ServeConfig {
     kafka: Option<KafkaConfig>,
     /// `None`: no authentication.
     auth_file: Option<PathBuf>,
+    /// `None`: plaintext listeners.
+    tls: Option<herald_net::TlsFiles>,
+    listener: herald_http::server::ListenerOptions,
+    body_timeout: Duration,
+    kafka_max_connections: Option<usize>,
+    kafka_idle_timeout: Option<Duration>,
+    kafka_request_timeout: Option<Duration>,
+    webhook_allow_hosts: Option<Vec<String>>,
 }
 
 /// The resolved Kafka listener settings.
@@ -221,6 +275,51 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .filter(|e| !e.trim().is_empty()),
         kafka,
         auth_file: args.auth_file.or(file.auth_file),
+        tls: match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert_chain), Some(private_key)) => Some(herald_net::TlsFiles {
+                cert_chain,
+                private_key,
+                client_ca: args.tls_client_ca.or(file.tls_client_ca),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key go together"),
+        },
+        listener: {
+            let defaults = herald_http::server::ListenerOptions::default();
+            herald_http::server::ListenerOptions {
+                tls: None,
+                max_connections: args
+                    .http_max_connections
+                    .or(file.http_max_connections)
+                    .unwrap_or(defaults.max_connections),
+                header_read_timeout: args
+                    .http_header_timeout_ms
+                    .or(file.http_header_timeout_ms)
+                    .map_or(defaults.header_read_timeout, Duration::from_millis),
+                tls_handshake_timeout: defaults.tls_handshake_timeout,
+                write_stall_timeout: args
+                    .write_stall_timeout_ms
+                    .or(file.write_stall_timeout_ms)
+                    .map_or(defaults.write_stall_timeout, Duration::from_millis),
+            }
+        },
+        body_timeout: args
+            .http_body_timeout_ms
+            .or(file.http_body_timeout_ms)
+            .map_or(defaults.body_timeout, Duration::from_millis),
+        kafka_max_connections: args.kafka_max_connections.or(file.kafka_max_connections),
+        kafka_idle_timeout: args
+            .kafka_idle_timeout_ms
+            .or(file.kafka_idle_timeout_ms)
+            .map(Duration::from_millis),
+        kafka_request_timeout: args
+            .kafka_request_timeout_ms
+            .or(file.kafka_request_timeout_ms)
+            .map(Duration::from_millis),
+        webhook_allow_hosts: args.webhook_allow_hosts.or(file.webhook_allow_hosts),
     })
 }
 
@@ -237,6 +336,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.max_event_bytes == 0 || config.max_request_bytes < config.max_event_bytes {
         anyhow::bail!("max_request_bytes must be at least max_event_bytes, and both above 0");
     }
+    let open_files = herald_net::raise_open_files_limit();
+    tracing::debug!(?open_files, "open-files limit");
+    let http_tls = match &config.tls {
+        Some(files) => Some(files.server_config(&[b"h2", b"http/1.1"])?),
+        None => None,
+    };
+    let kafka_tls = match &config.tls {
+        Some(files) => Some(files.server_config(&[])?),
+        None => None,
+    };
     let auth = match &config.auth_file {
         Some(path) => {
             let store = herald_auth::AuthStore::load(path)?;
@@ -254,7 +363,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let bus = herald_bus::Bus::open(broker.clone(), herald_bus::BusConfig::new(&config.data_dir))
+    let mut bus_config = herald_bus::BusConfig::new(&config.data_dir);
+    if let Some(hosts) = &config.webhook_allow_hosts {
+        bus_config.webhook_hosts = herald_bus::allowlist::HostAllowList::only(hosts);
+    }
+    let bus = herald_bus::Bus::open(broker.clone(), bus_config)
         .await
         .context("starting the event bus")?;
     let eventstore = open_eventstore(&config.data_dir, config.max_event_bytes).await?;
@@ -266,21 +379,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_request_bytes: config.max_request_bytes,
             max_inflight_bytes: config.max_inflight_bytes,
             inflight_wait: config.inflight_wait,
+            body_timeout: config.body_timeout,
             auth: auth.clone(),
         },
     );
 
     let kafka = match &config.kafka {
-        Some(kafka) => Some(bind_kafka(kafka, auth.clone()).await?),
+        Some(kafka) => {
+            let (listener, mut options) = bind_kafka(kafka, auth.clone()).await?;
+            options.tls = kafka_tls;
+            if let Some(max) = config.kafka_max_connections {
+                options.connections_max = max;
+            }
+            if let Some(idle) = config.kafka_idle_timeout {
+                options.idle_timeout = idle;
+            }
+            if let Some(request) = config.kafka_request_timeout {
+                options.request_read_timeout = request;
+            }
+            options.write_stall_timeout = config.listener.write_stall_timeout;
+            Some((listener, options))
+        }
         None => None,
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(herald_http::serve(listener, router, async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    }));
+    let listener_options = herald_http::server::ListenerOptions {
+        tls: http_tls,
+        ..config.listener.clone()
+    };
+    let server = tokio::spawn(herald_http::server::serve_with(
+        listener,
+        router,
+        listener_options,
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    ));
     let mut ready_line = format!("herald listening http={http_addr}");
+    if config.tls.is_some() {
+        ready_line.push_str(" tls=on");
+    }
     let kafka_server = match kafka {
         Some((listener, options)) => {
             let kafka_addr = listener.local_addr()?;
