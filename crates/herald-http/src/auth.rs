@@ -270,6 +270,17 @@ fn route_needs(method: &Method, template: Option<&str>, params: &HashMap<String,
         "/v1/categories/{category}/subscribe" => {
             right(Stream, format!("{}-*", param("category")), Consume)
         }
+        // Persistent subscriptions are groups over a stream target. Create checks the
+        // group and the target in the handler; members need `consume` on the group.
+        "/v1/persistent" if is_get => cluster(Admin),
+        "/v1/persistent" => Needs::Authenticated,
+        "/v1/persistent/{group}" if is_get => right(Group, param("group"), Consume),
+        "/v1/persistent/{group}" => right(Group, param("group"), Delete),
+        "/v1/persistent/{group}/parked/replay" => right(Group, param("group"), Admin),
+        "/v1/persistent/{group}/read"
+        | "/v1/persistent/{group}/ack"
+        | "/v1/persistent/{group}/nack"
+        | "/v1/persistent/{group}/parked" => right(Group, param("group"), Consume),
         // The console's views: topic browsing is a read of that topic; the topology and
         // chains span every topic, so they are administration.
         "/v1/console/topics/{topic}/events" => right(Topic, param("topic"), Consume),

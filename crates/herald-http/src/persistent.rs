@@ -103,9 +103,26 @@ fn outcomes_json(outcomes: &[(String, ReceiptOutcome)]) -> Value {
 
 /// `POST /v1/persistent` body `{"group", "target", "start"?, "visibility_timeout_ms"?,
 /// "max_retries"?}` → `201` with the group's info.
-pub async fn create(State(state): State<AppState>, body: LimitedBody) -> HandlerResult {
+/// With auth on: `create` on the group and `consume` on the target stream (`$all` and
+/// category targets are matched as names, so an ACL must cover the pattern itself).
+pub async fn create(
+    State(state): State<AppState>,
+    access: crate::auth::Access,
+    body: LimitedBody,
+) -> HandlerResult {
     let store = store(&state)?;
     let value = Value::Object(object(&body)?);
+    let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default();
+    access.require(
+        herald_auth::ResourceKind::Group,
+        text("group"),
+        herald_auth::Operation::Create,
+    )?;
+    access.require(
+        herald_auth::ResourceKind::Stream,
+        text("target"),
+        herald_auth::Operation::Consume,
+    )?;
     let request = CreatePersistent::from_json(&value)?;
     let info = store.create_persistent(request).await?;
     Ok((StatusCode::CREATED, Json(info.to_json())).into_response())
