@@ -2,7 +2,8 @@
 //! `$all` order, snapshots and catch-up subscriptions, on a single herald-log log.
 //!
 //! - [`store`]: [`EventStore`], the API (append, read, metadata, delete, snapshots).
-//! - [`index`]: the in-memory per-stream index rebuilt from the log on open.
+//! - [`index`]: the in-memory per-stream index rebuilt from the log on open;
+//!   `index_checkpoint`: its durable checkpoint, so an open scans only the log after it.
 //! - [`record`]: the binary form of a log record (event or control record).
 //! - [`subscription`]: [`CatchUpSubscription`] (history, then live, one cursor).
 //! - [`persistent`]: persistent subscriptions (server-side checkpoint, competing
@@ -12,7 +13,8 @@
 //!
 //! On disk, `<dir>/log/` is a herald-log partition whose offsets are the `$all`
 //! positions; `<dir>/snapshots/<stream>.json` hold snapshots; `<dir>/persistent/<group>/`
-//! hold persistent subscriptions; `<dir>/.lock` keeps a second process out.
+//! hold persistent subscriptions; `<dir>/index.checkpoint` is the index checkpoint;
+//! `<dir>/.lock` keeps a second process out.
 //!
 //! Invariants: a stream's versions are dense from 0 and increase with the position;
 //! an append is one log batch (atomic across a crash) and is acknowledged only once
@@ -33,6 +35,7 @@
 
 pub mod error;
 pub mod index;
+mod index_checkpoint;
 pub mod persistent;
 pub mod record;
 mod snapshot;

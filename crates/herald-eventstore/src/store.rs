@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,9 @@ pub struct EventStoreConfig {
     pub read_bytes_max: usize,
     /// Largest snapshot (its JSON). Default 16 MiB.
     pub max_snapshot_bytes: usize,
+    /// Write the index checkpoint once the log has grown this many records past the
+    /// last one (also on close). `0`: only on close. Default 100 000.
+    pub index_checkpoint_records: u64,
 }
 
 impl Default for EventStoreConfig {
@@ -72,6 +76,7 @@ impl Default for EventStoreConfig {
             max_append_events: 10_000,
             read_bytes_max: 16 * 1024 * 1024,
             max_snapshot_bytes: 16 * 1024 * 1024,
+            index_checkpoint_records: 100_000,
         }
     }
 }
@@ -103,7 +108,25 @@ pub(crate) struct Inner {
     poisoned: Mutex<Option<String>>,
     snapshots: SnapshotStore,
     persistent: crate::persistent::Registry,
+    /// Log appends whose records may not be in the index yet (see [`PendingWrite`]).
+    pending_writes: AtomicU64,
+    /// The end of the last index checkpoint written or loaded.
+    checkpoint_end: AtomicU64,
+    /// The end of the checkpoint this open started from (`None`: a full scan).
+    opened_from_checkpoint: Option<u64>,
+    checkpointing: AtomicBool,
     _lock: File,
+}
+
+/// Counts one log append until its records are in the index (or it failed): an index
+/// checkpoint is taken only when none is pending, so it covers exactly the records
+/// below the log's end.
+struct PendingWrite<'a>(&'a AtomicU64);
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Checks a stream name: a topic-style name (`[A-Za-z0-9._-]`, no `.`/`..`).
@@ -130,18 +153,19 @@ impl EventStore {
         let lock = lock_dir(&dir)?;
         let log = PartitionLog::open(dir.join("log"), config.log.clone())?;
         let started = std::time::Instant::now();
-        let index = rebuild_index(&log)?;
+        let (index, from_checkpoint) = load_index(&dir, &log)?;
         tracing::info!(
             dir = %dir.display(),
             streams = index.streams.len(),
             end_position = log.next_offset(),
+            from_checkpoint = ?from_checkpoint,
             duration_ms = started.elapsed().as_millis() as u64,
             "event store index rebuilt"
         );
         let snapshots = SnapshotStore::open(dir.join("snapshots"), config.max_snapshot_bytes)?;
         let persistent = crate::persistent::Registry::open(dir.join("persistent"))?;
         let (changes, _) = watch::channel(0);
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 dir,
                 config,
@@ -152,13 +176,78 @@ impl EventStore {
                 poisoned: Mutex::new(None),
                 snapshots,
                 persistent,
+                pending_writes: AtomicU64::new(0),
+                checkpoint_end: AtomicU64::new(from_checkpoint.unwrap_or(0)),
+                opened_from_checkpoint: from_checkpoint,
+                checkpointing: AtomicBool::new(false),
                 _lock: lock,
             }),
-        })
+        };
+        // Scanned a long suffix (or everything): checkpoint now, so the next open is quick.
+        let scanned = store.end_position() - from_checkpoint.unwrap_or(0);
+        if scanned > 0 && scanned >= store.inner.config.index_checkpoint_records {
+            store.write_index_checkpoint();
+        }
+        Ok(store)
+    }
+
+    /// Writes the index checkpoint if the index holds exactly the log's records (no
+    /// append in flight) and the store is healthy. Blocking. Failures are logged: the
+    /// next open then scans more of the log.
+    pub(crate) fn write_index_checkpoint(&self) {
+        let inner = &self.inner;
+        if inner.poisoned.lock().is_some() {
+            return;
+        }
+        let encoded = {
+            let index = inner.index.read();
+            let end = inner.log.next_offset();
+            if inner.pending_writes.load(Ordering::SeqCst) != 0 {
+                return;
+            }
+            if end <= inner.checkpoint_end.load(Ordering::SeqCst) {
+                return;
+            }
+            crate::index_checkpoint::fingerprint(&inner.log, end)
+                .and_then(|f| crate::index_checkpoint::encode(&index, end, f))
+                .map(|bytes| (end, bytes))
+        };
+        let result = encoded.and_then(|(end, bytes)| {
+            crate::index_checkpoint::write(&inner.dir, &bytes).map(|()| (end, bytes.len()))
+        });
+        match result {
+            Ok((end, size)) => {
+                inner.checkpoint_end.fetch_max(end, Ordering::SeqCst);
+                tracing::debug!(end, bytes = size, "index checkpoint written");
+            }
+            Err(error) => tracing::warn!(%error, "writing the index checkpoint failed"),
+        }
+    }
+
+    /// Starts a background checkpoint when the log grew enough since the last one.
+    fn maybe_checkpoint(&self) {
+        let every = self.inner.config.index_checkpoint_records;
+        let since = self
+            .end_position()
+            .saturating_sub(self.inner.checkpoint_end.load(Ordering::SeqCst));
+        if every == 0 || since < every || self.inner.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write_index_checkpoint();
+            store.inner.checkpointing.store(false, Ordering::Release);
+        });
     }
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The log position the index was loaded at from its checkpoint when the store
+    /// was opened (the log after it was scanned), or `None` if the whole log was scanned.
+    pub fn opened_from_index_checkpoint(&self) -> Option<u64> {
+        self.inner.opened_from_checkpoint
     }
 
     /// The position the next record will get (exclusive end of `$all`).
@@ -262,14 +351,16 @@ impl EventStore {
                     value: Bytes::from(record::encode_event_record(stream, version, body)),
                 })
                 .collect();
-            let outcome = self.append_records(records).await?;
+            let (outcome, pending) = self.append_records(records).await?;
             let mut index = self.inner.index.write();
             let state = index.streams.entry(stream.to_string()).or_default();
             state
                 .positions
                 .extend(outcome.base_offset..=outcome.last_offset);
             drop(index);
+            drop(pending);
             self.inner.changes.send_modify(|n| *n += 1);
+            self.maybe_checkpoint();
             Ok(AppendResult {
                 next_expected_version: first_version + bodies.len() as u64 - 1,
                 position: outcome.last_offset,
@@ -281,9 +372,14 @@ impl EventStore {
     }
 
     /// Appends one batch; poisons the store when the outcome is unknown.
-    async fn append_records(&self, records: Vec<Record>) -> Result<AppendOutcome, EventStoreError> {
+    async fn append_records(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(AppendOutcome, PendingWrite<'_>), EventStoreError> {
+        self.inner.pending_writes.fetch_add(1, Ordering::SeqCst);
+        let pending = PendingWrite(&self.inner.pending_writes);
         match self.inner.log.append(records).await {
-            Ok(outcome) => Ok(outcome),
+            Ok(outcome) => Ok((outcome, pending)),
             Err(error) => {
                 let definite = matches!(
                     error,
@@ -350,13 +446,15 @@ impl EventStore {
                     key: Some(Bytes::copy_from_slice(stream.as_bytes())),
                     value: Bytes::from(value),
                 };
-                let outcome = store.append_records(vec![record]).await?;
+                let (outcome, pending) = store.append_records(vec![record]).await?;
                 store
                     .inner
                     .index
                     .write()
                     .apply(outcome.last_offset, entry)?;
+                drop(pending);
                 store.inner.changes.send_modify(|n| *n += 1);
+                store.maybe_checkpoint();
                 Ok(outcome.last_offset)
             }
             .await;
@@ -849,6 +947,7 @@ impl EventStore {
     pub fn close(&self) -> Result<(), EventStoreError> {
         self.inner.persistent.close();
         self.inner.log.close()?;
+        self.write_index_checkpoint();
         Ok(())
     }
 }
@@ -903,9 +1002,26 @@ pub(crate) fn decode_recorded(
     })
 }
 
-fn rebuild_index(log: &PartitionLog) -> Result<Index, EventStoreError> {
+/// The index from the checkpoint plus the log after it, or from the whole log when
+/// there is no usable checkpoint. Returns it and the checkpoint's end, if one was used.
+fn load_index(dir: &Path, log: &PartitionLog) -> Result<(Index, Option<u64>), EventStoreError> {
+    if let Some(checkpoint) = crate::index_checkpoint::load(dir, log) {
+        let mut index = checkpoint.index;
+        match scan_into(log, &mut index, checkpoint.end) {
+            Ok(()) => return Ok((index, Some(checkpoint.end))),
+            Err(error) => {
+                tracing::warn!(%error, "the log after the index checkpoint does not fit it; full scan")
+            }
+        }
+    }
     let mut index = Index::default();
-    let mut next = log.start_offset();
+    scan_into(log, &mut index, log.start_offset())?;
+    Ok((index, None))
+}
+
+/// Applies every log record from `from` to the end to `index`.
+fn scan_into(log: &PartitionLog, index: &mut Index, from: u64) -> Result<(), EventStoreError> {
+    let mut next = from;
     let end = log.next_offset();
     while next < end {
         let records = log.read(next, 4096, 64 * 1024 * 1024)?;
@@ -922,7 +1038,7 @@ fn rebuild_index(log: &PartitionLog) -> Result<Index, EventStoreError> {
             index.apply(stored.offset, entry)?;
         }
     }
-    Ok(index)
+    Ok(())
 }
 
 fn check_receipts(receipts: &[String]) -> Result<(), EventStoreError> {

@@ -569,3 +569,185 @@ async fn measure_append_and_reopen() {
     );
     assert_eq!(reopened.end_position(), events);
 }
+
+/// Streams with events, metadata, a soft delete and a tombstone.
+async fn varied_history(store: &EventStore, rounds: usize, prefix: &str) {
+    for round in 0..rounds {
+        for s in 0..5 {
+            let stream = format!("{prefix}-{s}");
+            let ids: Vec<CloudEvent> = (0..3).map(|i| event(&format!("{round}-{s}-{i}"))).collect();
+            store
+                .append(&stream, ExpectedVersion::Any, ids)
+                .await
+                .expect("append");
+        }
+    }
+    store
+        .set_metadata(
+            &format!("{prefix}-0"),
+            StreamMetadata {
+                max_count: Some(2),
+                ..StreamMetadata::default()
+            },
+        )
+        .await
+        .expect("metadata");
+    store
+        .delete_stream(&format!("{prefix}-1"), ExpectedVersion::Any, false)
+        .await
+        .expect("soft delete");
+    store
+        .delete_stream(&format!("{prefix}-2"), ExpectedVersion::Any, true)
+        .await
+        .expect("tombstone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_checkpoint_covers_a_prefix_and_the_suffix_is_scanned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected;
+    {
+        let store = open(dir.path());
+        varied_history(&store, 4, "s").await;
+        store.close().expect("close");
+    }
+    let checkpoint_end;
+    {
+        let store = open(dir.path());
+        checkpoint_end = store.end_position();
+        assert_eq!(store.opened_from_index_checkpoint(), Some(checkpoint_end));
+        // More history, also on checkpointed streams, then "crash" (no close: the
+        // checkpoint stays at the old end).
+        varied_history(&store, 2, "t").await;
+        for stream in ["s-1", "s-3"] {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    vec![event(&format!("more-{stream}"))],
+                )
+                .await
+                .expect("append");
+        }
+        assert!(store
+            .append("s-2", ExpectedVersion::Any, vec![event("after-tombstone")])
+            .await
+            .is_err());
+        expected = dump(&store);
+    }
+    let store = open(dir.path());
+    assert_eq!(store.opened_from_index_checkpoint(), Some(checkpoint_end));
+    assert_eq!(
+        dump(&store),
+        expected,
+        "checkpoint + suffix = the whole log"
+    );
+    drop(store);
+    std::fs::remove_file(dir.path().join(crate::index_checkpoint::FILE)).expect("remove");
+    let store = open(dir.path());
+    assert_eq!(store.opened_from_index_checkpoint(), None);
+    assert_eq!(dump(&store), expected, "full scan gives the same index");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_foreign_index_checkpoints_fall_back_to_a_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(crate::index_checkpoint::FILE);
+    let expected;
+    {
+        let store = open(dir.path());
+        varied_history(&store, 3, "s").await;
+        expected = dump(&store);
+        store.close().expect("close");
+    }
+    // A flipped byte: the checksum catches it.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    {
+        let store = open(dir.path());
+        assert_eq!(store.opened_from_index_checkpoint(), None);
+        assert_eq!(dump(&store), expected);
+        store.close().expect("close rewrites it");
+    }
+    {
+        let store = open(dir.path());
+        assert_eq!(
+            store.opened_from_index_checkpoint(),
+            Some(store.end_position())
+        );
+    }
+    // A checkpoint of a longer log (stale for this one), and one of a different log
+    // of the same length: both refused.
+    {
+        let store = open(other.path());
+        varied_history(&store, 5, "s").await;
+        store.close().expect("close");
+    }
+    std::fs::copy(other.path().join(crate::index_checkpoint::FILE), &path).expect("copy");
+    let store = open(dir.path());
+    assert_eq!(store.opened_from_index_checkpoint(), None);
+    assert_eq!(dump(&store), expected);
+}
+
+/// Reopen time of a store of 200 000 events with and without the index checkpoint.
+/// Run: `cargo test --release -p herald-eventstore --lib -- --ignored index_reopen_timing --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing run for BENCHMARKS.md"]
+async fn index_reopen_timing() {
+    const EVENTS: usize = 200_000;
+    const PER_APPEND: usize = 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for batch in 0..EVENTS / PER_APPEND {
+            let events = (0..PER_APPEND)
+                .map(|i| event(&format!("{batch}-{i}")))
+                .collect();
+            store
+                .append(
+                    &format!("order-{}", batch % 1000),
+                    ExpectedVersion::Any,
+                    events,
+                )
+                .await
+                .expect("append");
+        }
+        store.close().expect("close");
+    }
+    let time_open = |label: &str| {
+        let started = std::time::Instant::now();
+        let store = open(dir.path());
+        let elapsed = started.elapsed();
+        eprintln!(
+            "{label}: {} ms (index from checkpoint: {:?}, {} events)",
+            elapsed.as_millis(),
+            store.opened_from_index_checkpoint(),
+            store.end_position()
+        );
+        store
+    };
+    for _ in 0..3 {
+        drop(time_open("reopen with the index checkpoint"));
+    }
+    let path = dir.path().join(crate::index_checkpoint::FILE);
+    for _ in 0..3 {
+        let saved = std::fs::read(&path).expect("read checkpoint");
+        std::fs::remove_file(&path).expect("remove checkpoint");
+        let config = EventStoreConfig {
+            index_checkpoint_records: u64::MAX,
+            ..EventStoreConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let store = EventStore::open(dir.path(), config).expect("open");
+        eprintln!(
+            "reopen with a full scan: {} ms ({} events)",
+            started.elapsed().as_millis(),
+            store.end_position()
+        );
+        drop(store);
+        std::fs::write(&path, saved).expect("restore checkpoint");
+    }
+}
