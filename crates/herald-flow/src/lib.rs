@@ -13,6 +13,7 @@
 //!   the aggregate repository (expected-version appends).
 //! - [`causation`]: correlation/causation ids carried from event to event.
 //! - [`clock`]: the time source sagas use, so tests can drive time (see `herald-testkit`).
+//! - `consumer`: the checkpointed batch loop projections, reactors and sagas share.
 //!
 //! Not owned here: storage of events (the broker and the event store), delivery to
 //! services (the SDK). Every durable write here goes to SQLite with `synchronous=FULL`.
@@ -20,6 +21,7 @@
 pub mod aggregate;
 pub mod causation;
 pub mod clock;
+mod consumer;
 mod db;
 mod error;
 pub mod projection;

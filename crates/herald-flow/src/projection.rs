@@ -13,14 +13,12 @@ use std::time::Duration;
 use rusqlite::{Connection, Transaction};
 
 use crate::source::{EventSource, SourcedEvent};
-use crate::{db, FlowError, HandlerError};
+use crate::{consumer, db, FlowError, HandlerError};
 
 /// Batches are at most this many events unless [`ProjectionRunner::with_batch_max`] says so.
 pub const BATCH_MAX_DEFAULT: usize = 256;
 /// How long [`ProjectionRunner::run`] waits before polling an idle source again.
 pub const POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(50);
-/// The longest pause between retries of a transient failure.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A read model built from events.
 pub trait Projection: Send {
@@ -114,24 +112,21 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
 
     /// Reads and applies one batch; returns how many events were applied.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
-        let checkpoint = self.checkpoint()?;
-        let batch = self.source.read_after(checkpoint, self.batch_max).await?;
-        let Some(scanned_to) = batch.scanned_to else {
+        let name = self.projection.name().to_string();
+        let Some(pending) =
+            consumer::next_batch(&self.conn, &self.source, &name, self.batch_max).await?
+        else {
             return Ok(0);
         };
-        if checkpoint.is_some_and(|c| scanned_to <= c) {
-            return Ok(0);
-        }
-        let name = self.projection.name().to_string();
-        let tx = self.conn.transaction()?;
-        for event in &batch.events {
-            self.projection
-                .apply(&tx, event)
-                .map_err(|e| handler_error(&self.projection, Some(event), e))?;
-        }
-        db::set_checkpoint(&tx, &name, scanned_to)?;
-        tx.commit()?;
-        Ok(batch.events.len())
+        let projection = &mut self.projection;
+        consumer::apply_batch(&mut self.conn, &name, pending.scanned_to, |tx| {
+            for event in &pending.batch.events {
+                projection
+                    .apply(tx, event)
+                    .map_err(|e| handler_error(projection, Some(event), e))?;
+            }
+            Ok(pending.batch.events.len())
+        })
     }
 
     /// Applies batches until the source has nothing newer; returns the events applied.
@@ -183,30 +178,9 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
     /// interval. Transient failures (server unreachable, busy) are retried with backoff;
     /// any other error (a handler rejecting an event) is returned.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), FlowError> {
-        tokio::pin!(shutdown);
-        let mut backoff = self.poll_interval;
-        loop {
-            let pause = match self.step().await {
-                Ok(count) => {
-                    backoff = self.poll_interval;
-                    if count > 0 {
-                        Duration::ZERO
-                    } else {
-                        self.poll_interval
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(projection = self.projection.name(), error = %e, "retrying");
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), BACKOFF_MAX);
-                    backoff
-                }
-                Err(e) => return Err(e),
-            };
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
+        let name = format!("projection:{}", self.projection.name());
+        let poll_interval = self.poll_interval;
+        consumer::run_until(&name, poll_interval, shutdown, async || self.step().await).await
     }
 }
 

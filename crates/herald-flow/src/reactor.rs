@@ -14,11 +14,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::source::{EventSource, SourcedEvent};
-use crate::{db, FlowError};
+use crate::{consumer, db, FlowError};
 
 /// How long [`ReactorRunner::run`] waits before polling an idle source again.
 pub const POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// An event handler with side effects.
 pub trait Reactor: Send {
@@ -85,15 +84,14 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
     /// Handles one batch and then checkpoints it (one fsync per batch, not per event); a
     /// failing event checkpoints the events before it. Returns the events handled.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
-        let checkpoint = self.checkpoint()?;
-        let batch = self.source.read_after(checkpoint, self.batch_max).await?;
-        let Some(scanned_to) = batch.scanned_to else {
+        let name = self.reactor.name().to_string();
+        let Some(pending) =
+            consumer::next_batch(&self.conn, &self.source, &name, self.batch_max).await?
+        else {
             return Ok(0);
         };
-        if checkpoint.is_some_and(|c| scanned_to <= c) {
-            return Ok(0);
-        }
-        let name = self.reactor.name().to_string();
+        let (checkpoint, batch, scanned_to) =
+            (pending.checkpoint, pending.batch, pending.scanned_to);
         let mut handled_to = checkpoint;
         for event in &batch.events {
             if let Err(error) = self.reactor.react(event).await {
@@ -112,38 +110,14 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
     }
 
     fn save_checkpoint(&mut self, name: &str, position: u64) -> Result<(), FlowError> {
-        let tx = self.conn.transaction()?;
-        db::set_checkpoint(&tx, name, position)?;
-        tx.commit()?;
-        Ok(())
+        consumer::apply_batch(&mut self.conn, name, position, |_| Ok(()))
     }
 
     /// Handles batches until `shutdown` resolves; transient failures are retried with
     /// backoff, others returned.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), FlowError> {
-        tokio::pin!(shutdown);
-        let mut backoff = self.poll_interval;
-        loop {
-            let pause = match self.step().await {
-                Ok(count) => {
-                    backoff = self.poll_interval;
-                    if count > 0 {
-                        Duration::ZERO
-                    } else {
-                        self.poll_interval
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(reactor = self.reactor.name(), error = %e, "retrying");
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), BACKOFF_MAX);
-                    backoff
-                }
-                Err(e) => return Err(e),
-            };
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
+        let name = format!("reactor:{}", self.reactor.name());
+        let poll_interval = self.poll_interval;
+        consumer::run_until(&name, poll_interval, shutdown, async || self.step().await).await
     }
 }

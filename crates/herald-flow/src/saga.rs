@@ -22,14 +22,13 @@ use serde_json::{json, Value};
 use crate::causation::{correlation_of, json_data};
 use crate::clock::Clock;
 use crate::source::EventSource;
-use crate::{db, FlowError};
+use crate::{consumer, db, FlowError};
 
 /// Batches are at most this many source events unless changed.
 pub const BATCH_MAX_DEFAULT: usize = 256;
 /// How long [`SagaRunner::run`] sleeps when idle (also the timer resolution).
 pub const POLL_INTERVAL_DEFAULT: Duration = Duration::from_millis(50);
 const OUTBOX_PAGE: usize = 64;
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Where a saga's commands go.
 pub trait CommandSink: Send + Sync {
@@ -407,27 +406,23 @@ impl<S: EventSource, K: CommandSink, C: Clock> SagaRunner<S, K, C> {
     /// Reads one batch from the source and applies it (one transaction); returns the
     /// number of events that started or moved a saga.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
-        let checkpoint = self.checkpoint()?;
-        let batch = self.source.read_after(checkpoint, self.batch_max).await?;
-        let Some(scanned_to) = batch.scanned_to else {
+        let name = self.checkpoint_name();
+        let Some(pending) =
+            consumer::next_batch(&self.conn, &self.source, &name, self.batch_max).await?
+        else {
             return Ok(0);
         };
-        if checkpoint.is_some_and(|c| scanned_to <= c) {
-            return Ok(0);
-        }
         let now = self.clock.now_ms();
-        let checkpoint_name = self.checkpoint_name();
         let definition = &self.definition;
-        let tx = self.conn.transaction()?;
-        let mut moved = 0;
-        for sourced in &batch.events {
-            if handle_event(&tx, definition, &sourced.event, now)? {
-                moved += 1;
+        consumer::apply_batch(&mut self.conn, &name, pending.scanned_to, |tx| {
+            let mut moved = 0;
+            for sourced in &pending.batch.events {
+                if handle_event(tx, definition, &sourced.event, now)? {
+                    moved += 1;
+                }
             }
-        }
-        db::set_checkpoint(&tx, &checkpoint_name, scanned_to)?;
-        tx.commit()?;
-        Ok(moved)
+            Ok(moved)
+        })
     }
 
     /// Handles every deadline that has passed (retry or give up); returns how many.
@@ -494,31 +489,10 @@ impl<S: EventSource, K: CommandSink, C: Clock> SagaRunner<S, K, C> {
     /// Ticks until `shutdown` resolves. Transient failures are retried with backoff;
     /// others are returned.
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), FlowError> {
-        tokio::pin!(shutdown);
-        let mut backoff = self.poll_interval;
-        // Commands left in the outbox by a crash go out first.
-        loop {
-            let pause = match self.tick().await {
-                Ok(work) => {
-                    backoff = self.poll_interval;
-                    if work > 0 {
-                        Duration::ZERO
-                    } else {
-                        self.poll_interval
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(saga = %self.definition.name, error = %e, "retrying");
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), BACKOFF_MAX);
-                    backoff
-                }
-                Err(e) => return Err(e),
-            };
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
+        let name = self.checkpoint_name();
+        let poll_interval = self.poll_interval;
+        // Commands left in the outbox by a crash go out with the first tick.
+        consumer::run_until(&name, poll_interval, shutdown, async || self.tick().await).await
     }
 
     pub fn instance(&self, saga_id: &str) -> Result<Option<SagaInstance>, FlowError> {
