@@ -285,3 +285,26 @@ test('topics are created and deleted from the console', async () => {
   });
   assert.deepEqual(pageErrors, []);
 });
+
+test('with an auth file the console asks for a token, then works with it', async () => {
+  const authUrl = process.env.HERALD_AUTH_URL;
+  const token = process.env.HERALD_AUTH_TOKEN;
+  assert.ok(authUrl && token, 'run.sh sets HERALD_AUTH_URL and HERALD_AUTH_TOKEN');
+  const unauthenticated = await fetch(`${authUrl}/v1/console/topology`);
+  assert.equal(unauthenticated.status, 401);
+  const p = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  p.setDefaultTimeout(WAIT_MS);
+  try {
+    await p.goto(`${authUrl}/ui/#/topology`);
+    await p.waitForSelector('#signin');
+    await p.locator('#signin-token').fill('hrld_wrong');
+    await p.locator('#signin button').click();
+    await p.waitForSelector('#signin');
+    await p.locator('#signin-token').fill(token);
+    await p.locator('#signin button').click();
+    await p.waitForSelector('svg[data-testid=topology]');
+    assert.equal(await p.locator('#signin').count(), 0);
+  } finally {
+    await p.close();
+  }
+});

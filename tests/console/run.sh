@@ -26,11 +26,20 @@ work="$(mktemp -d -t herald-console-XXXXXX)"
 "$bin" serve --data-dir "$work/data" --http-addr 127.0.0.1:0 --no-kafka \
   >"$work/stdout" 2>"$work/stderr" &
 pid=$!
+# A second server with an auth file: the console must ask for a token and then work.
+"$bin" auth --file "$work/auth.json" add-token console-admin --id console >"$work/token"
+"$bin" auth --file "$work/auth.json" grant --principal console-admin --resource '*' \
+  --pattern '*' --operations all
+"$bin" serve --data-dir "$work/auth-data" --http-addr 127.0.0.1:0 --no-kafka \
+  --auth-file "$work/auth.json" >"$work/auth-stdout" 2>"$work/auth-stderr" &
+auth_pid=$!
 stop() {
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    wait "$pid" || true
-  fi
+  for p in "$pid" "$auth_pid"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p"
+      wait "$p" || true
+    fi
+  done
   rm -rf "$work"
 }
 trap stop EXIT
@@ -52,10 +61,23 @@ if [ -z "$line" ]; then
   exit 1
 fi
 addr="$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$line")"
+auth_line=""
+for _ in $(seq 1 300); do
+  auth_line="$(grep -m1 '^herald listening' "$work/auth-stdout" || true)"
+  [ -n "$auth_line" ] && break
+  sleep 0.1
+done
+if [ -z "$auth_line" ]; then
+  echo "the herald with an auth file did not start:" >&2
+  cat "$work/auth-stderr" >&2
+  exit 1
+fi
+auth_addr="$(sed -n 's/.*http=\([^ ]*\).*/\1/p' <<<"$auth_line")"
 echo "== console tests against http://$addr (data in $work/data)"
 
 status=0
-HERALD_URL="http://$addr" node --test --test-concurrency=1 "$here/console.test.mjs" || status=$?
+HERALD_URL="http://$addr" HERALD_AUTH_URL="http://$auth_addr" \
+  HERALD_AUTH_TOKEN="$(cat "$work/token")" node --test --test-concurrency=1 "$here/console.test.mjs" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- herald stderr (tail) ---" >&2
   tail -n 60 "$work/stderr" >&2

@@ -49,8 +49,47 @@ class ApiError extends Error {
   }
 }
 
+// With an auth file on the server, the console sends the token the user signed in with
+// (kept in sessionStorage: gone when the tab closes).
+const TOKEN_KEY = 'herald.token';
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+function showSignIn(message) {
+  if (document.getElementById('signin')) return;
+  const main = document.getElementById('main');
+  main.replaceChildren();
+  const form = document.createElement('form');
+  form.id = 'signin';
+  form.className = 'card';
+  const title = document.createElement('h2');
+  title.textContent = 'Sign in';
+  const note = document.createElement('p');
+  note.className = 'muted';
+  note.textContent = message || 'This server requires an API token (herald auth add-token).';
+  const input = document.createElement('input');
+  input.type = 'password';
+  input.id = 'signin-token';
+  input.placeholder = 'hrld_…';
+  input.autocomplete = 'off';
+  const button = document.createElement('button');
+  button.type = 'submit';
+  button.textContent = 'Sign in';
+  form.append(title, note, input, button);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    location.reload();
+  });
+  main.append(form);
+  input.focus();
+}
+
 async function api(method, path, body) {
-  const init = { method, headers: {} };
+  const init = { method, headers: { ...authHeaders() } };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = typeof body === 'string' ? body : JSON.stringify(body);
@@ -60,6 +99,10 @@ async function api(method, path, body) {
   let json = null;
   if (text) {
     try { json = JSON.parse(text); } catch (_) { json = null; }
+  }
+  if (res.status === 401) {
+    if (sessionStorage.getItem(TOKEN_KEY)) sessionStorage.removeItem(TOKEN_KEY);
+    showSignIn(json && json.error ? `${json.error.message}.` : undefined);
   }
   if (!res.ok) throw new ApiError(res.status, json);
   return json;
