@@ -114,7 +114,8 @@ pub(crate) struct Inner {
     checkpoint_end: AtomicU64,
     /// The end of the checkpoint this open started from (`None`: a full scan).
     opened_from_checkpoint: Option<u64>,
-    checkpointing: AtomicBool,
+    /// A background checkpoint is running (shared with it: it outlives its store handle).
+    checkpointing: Arc<AtomicBool>,
     _lock: File,
 }
 
@@ -179,7 +180,7 @@ impl EventStore {
                 pending_writes: AtomicU64::new(0),
                 checkpoint_end: AtomicU64::new(from_checkpoint.unwrap_or(0)),
                 opened_from_checkpoint: from_checkpoint,
-                checkpointing: AtomicBool::new(false),
+                checkpointing: Arc::new(AtomicBool::new(false)),
                 _lock: lock,
             }),
         };
@@ -233,10 +234,15 @@ impl EventStore {
         if every == 0 || since < every || self.inner.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let store = self.clone();
+        // A weak handle: a background checkpoint never keeps a dropped store (and its
+        // directory lock) alive; `close` waits for it.
+        let weak = Arc::downgrade(&self.inner);
+        let running = Arc::clone(&self.inner.checkpointing);
         tokio::task::spawn_blocking(move || {
-            store.write_index_checkpoint();
-            store.inner.checkpointing.store(false, Ordering::Release);
+            if let Some(inner) = weak.upgrade() {
+                EventStore { inner }.write_index_checkpoint();
+            }
+            running.store(false, Ordering::Release);
         });
     }
 
@@ -947,6 +953,12 @@ impl EventStore {
     pub fn close(&self) -> Result<(), EventStoreError> {
         self.inner.persistent.close();
         self.inner.log.close()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.inner.checkpointing.load(Ordering::Acquire)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         self.write_index_checkpoint();
         Ok(())
     }

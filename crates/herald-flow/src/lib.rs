@@ -41,4 +41,6 @@ pub use saga::{
     StepDefinition, TopicSink,
 };
 pub use source::{Batch, EventSource, SourcedEvent, TopicSource};
-pub use store::{ExecuteError, Loaded, Repository, StoreSource, StreamSink};
+pub use store::{
+    ExecuteError, Loaded, Repository, StoreSource, StoreSubscriptionSource, StreamSink,
+};

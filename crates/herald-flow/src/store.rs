@@ -1,5 +1,6 @@
 //! The event store side of the flow runtime: [`StoreSource`] reads `$all` (optionally one
-//! category), [`StreamSink`] appends saga commands to streams, [`Repository`] loads an
+//! category), [`StoreSubscriptionSource`] follows them with a catch-up subscription
+//! (no polling), [`StreamSink`] appends saga commands to streams, [`Repository`] loads an
 //! aggregate from its stream and appends its decisions with an expected version.
 //!
 //! Invariant of the repository: an append is made with the exact version the decision was
@@ -85,6 +86,108 @@ impl EventSource for StoreSource {
         match &self.category {
             None => "$all".to_string(),
             Some(prefix) => format!("category {prefix}"),
+        }
+    }
+}
+
+/// How long [`SubscriptionSource::read_after`] waits for a first event when caught up.
+pub const SUBSCRIPTION_WAIT_DEFAULT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `$all` or a category through a catch-up subscription: instead of polling `$all`, a
+/// read after the subscription's position waits (up to `wait`) for the next events,
+/// which arrive as soon as they are appended. A read after any other position (a
+/// restart, a rebuild) resubscribes from there. Positions are `$all` positions;
+/// events hidden by stream metadata or deletes when they are read are skipped.
+pub struct StoreSubscriptionSource {
+    herald: Herald,
+    target: herald_client::SubscriptionTarget,
+    wait: std::time::Duration,
+    subscription: tokio::sync::Mutex<Option<herald_client::CatchUpSubscription>>,
+}
+
+impl StoreSubscriptionSource {
+    /// Every event of every stream.
+    pub fn all(herald: Herald) -> Self {
+        Self::new(herald, herald_client::SubscriptionTarget::All)
+    }
+
+    /// Events of the streams `<category>-...` (`order` or `order-`).
+    pub fn category(herald: Herald, category: impl Into<String>) -> Self {
+        Self::new(
+            herald,
+            herald_client::SubscriptionTarget::Category(category.into()),
+        )
+    }
+
+    fn new(herald: Herald, target: herald_client::SubscriptionTarget) -> Self {
+        Self {
+            herald,
+            target,
+            wait: SUBSCRIPTION_WAIT_DEFAULT,
+            subscription: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sets how long a caught-up read waits for an event before returning none.
+    pub fn with_wait(mut self, wait: std::time::Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+}
+
+impl EventSource for StoreSubscriptionSource {
+    async fn read_after(&self, after: Option<u64>, max: usize) -> Result<Batch, FlowError> {
+        let mut guard = self.subscription.lock().await;
+        let reusable = guard.as_ref().is_some_and(|s| s.last_position() == after);
+        if !reusable {
+            *guard = None;
+            let fresh = self
+                .herald
+                .subscribe_from(self.target.clone(), after)
+                .await?;
+            *guard = Some(fresh);
+        }
+        let Some(subscription) = guard.as_mut() else {
+            return Ok(Batch::default());
+        };
+        let mut events = Vec::new();
+        // The first event may be waited for; the rest only if already there. A
+        // subscription's `next` is cancel-safe: a timeout loses no event.
+        let mut wait = self.wait;
+        while events.len() < max.max(1) {
+            let next = match tokio::time::timeout(wait, subscription.next()).await {
+                Err(_elapsed) => break,
+                Ok(Ok(record)) => record,
+                Ok(Err(error)) => {
+                    *guard = None;
+                    return Err(error.into());
+                }
+            };
+            wait = std::time::Duration::ZERO;
+            events.push(SourcedEvent {
+                position: next.position,
+                stream: Some(next.stream),
+                version: Some(next.version),
+                recorded_at_ms: next.recorded_at_ms,
+                event: next.event,
+            });
+        }
+        let scanned_to = events.last().map(|e| e.position).or(after);
+        Ok(Batch { events, scanned_to })
+    }
+
+    async fn head(&self) -> Result<Option<u64>, FlowError> {
+        let last = self
+            .herald
+            .read_all(u64::MAX, 1, Direction::Backwards)
+            .await?;
+        Ok(last.first().map(|r| r.position))
+    }
+
+    fn describe(&self) -> String {
+        match &self.target {
+            herald_client::SubscriptionTarget::All => "$all (subscription)".to_string(),
+            other => format!("{} (subscription)", other.name()),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_client::Herald;
-use herald_flow::store::{StoreSource, StreamSink};
+use herald_flow::store::{StoreSource, StoreSubscriptionSource, StreamSink};
 use herald_flow::{ProjectionRunner, ReactorRunner, SagaRunner, SystemClock};
 use shop::projection::{dump, OrderSummary};
 use shop::services::{Service, ServiceReactor, Variant};
@@ -166,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut runner = SagaRunner::open(
                 &state_dir.join("orchestrator.db"),
                 definition,
-                StoreSource::all(herald.clone()),
+                StoreSubscriptionSource::all(herald.clone()),
                 StreamSink::new(herald, "cmd-"),
                 SystemClock,
             )?;
@@ -248,7 +248,7 @@ async fn serve(herald: Herald, service: Service, args: ServiceArgs) -> anyhow::R
         .with_context(|| format!("create {}", args.state_dir.display()))?;
     let path = args.state_dir.join(format!("{}.db", service.name()));
     let reactor = ServiceReactor::new(herald.clone(), service, args.variant);
-    let mut runner = ReactorRunner::open(&path, StoreSource::all(herald), reactor)?;
+    let mut runner = ReactorRunner::open(&path, StoreSubscriptionSource::all(herald), reactor)?;
     tracing::info!(service = service.name(), variant = ?args.variant, "service running");
     runner.run(shutdown_signal()).await?;
     Ok(())
