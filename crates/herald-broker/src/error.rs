@@ -90,6 +90,7 @@ impl BrokerError {
             BrokerError::EventSchema { error, .. } => error.code(),
             BrokerError::Storage(LogError::Corrupt { .. }) => "data_corrupt",
             BrokerError::Storage(e) if e.is_retryable() => "storage_full",
+            BrokerError::Io { source, .. } if is_no_space(source) => "storage_full",
             BrokerError::DataDirLocked { .. }
             | BrokerError::Storage(_)
             | BrokerError::Io { .. } => "internal",
@@ -117,6 +118,7 @@ impl BrokerError {
             BrokerError::Backpressure => 429,
             BrokerError::ShuttingDown => 503,
             BrokerError::Storage(s) if s.is_retryable() => 503,
+            BrokerError::Io { source, .. } if is_no_space(source) => 503,
             _ => 500,
         }
     }
@@ -139,6 +141,7 @@ impl BrokerError {
         match self {
             BrokerError::Backpressure => true,
             BrokerError::Storage(e) => e.is_retryable(),
+            BrokerError::Io { source, .. } => is_no_space(source),
             _ => false,
         }
     }
@@ -149,6 +152,14 @@ impl BrokerError {
             source,
         }
     }
+}
+
+/// A full disk or quota: the write was refused and may succeed once space is freed.
+fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl From<LogError> for BrokerError {

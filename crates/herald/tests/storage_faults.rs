@@ -4,8 +4,9 @@
 //!   other offset and topic is served, the server stays up, logs the damage and counts
 //!   it in `herald_log_corrupt_reads_total`;
 //! - a full disk (the data directory on an 8 MiB tmpfs): publishes are refused with a
-//!   retryable 503 `storage_full`, reads keep working, and once space is freed publishing
-//!   works again without a restart; nothing acknowledged is lost, nothing refused stored.
+//!   retryable 503 `storage_full` (group commits too; Kafka: `KAFKA_STORAGE_ERROR`), reads
+//!   keep working, and once space is freed publishing and committing work again without
+//!   a restart; nothing acknowledged is lost, nothing refused stored.
 //!   Mounting needs root; without it the test says why and passes, and the log-level
 //!   injected-ENOSPC test (`herald-log` `disk_full_rolls_back_and_recovers`) covers it.
 
@@ -19,7 +20,7 @@ use std::process::Command;
 
 use common::{event_with_data, record_id, record_offset, Api, Server};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use serde_json::{json, Value};
 
@@ -259,6 +260,60 @@ fn try_publish(
         .collect())
 }
 
+/// Writes `path` until the file system is full.
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("create filler");
+    let chunk = vec![9u8; 4096];
+    loop {
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Produces one binary-mode CloudEvent with id `id` to partition 0 over Kafka.
+fn kafka_produce(server: &Server, topic: &str, id: &str) -> Result<u64, KafkaError> {
+    let bootstrap = server.kafka_addr().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = ClientBuilder::new(vec![bootstrap])
+            .build()
+            .await
+            .expect("kafka client");
+        let partition = client
+            .partition_client(topic, 0, UnknownTopicHandling::Error)
+            .await
+            .expect("partition client");
+        let headers = [
+            ("ce_id", id),
+            ("ce_source", "/herald/tests"),
+            ("ce_type", "test.event"),
+            ("ce_specversion", "1.0"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+        .collect();
+        // Larger than a page, like the HTTP event above.
+        let value = json!({"pad": "k".repeat(8192)}).to_string().into_bytes();
+        let record = rskafka::record::Record {
+            key: None,
+            value: Some(value),
+            headers,
+            timestamp: chrono::Utc::now(),
+        };
+        let offsets = partition
+            .produce(vec![record], Compression::NoCompression)
+            .await?;
+        Ok(offsets.first().map_or(0, |o| *o as u64))
+    })
+}
+
 fn batch(prefix: &str, count: usize) -> Vec<Value> {
     (0..count)
         .map(|i| event_with_data(&format!("{prefix}-{i}"), json!({"pad": "y".repeat(1000)})))
@@ -335,15 +390,37 @@ fn a_full_disk_refuses_publishes_retryably_and_recovers_without_restart() {
         "a retryable refusal carries Retry-After"
     );
 
-    // Still full: refused again, the same way; reads and health keep working.
-    let again = batch("again", 50);
+    // Take the last free pages too, so even the smallest write fails.
+    let filler = data_dir.join("filler");
+    fill_up(&filler);
+
+    // Still full: a single small event, a group commit and a Kafka produce are refused
+    // the same retryable way; reads and health keep working.
+    // An event larger than a page: it can not fit into the free end of the segment's
+    // last page, so it needs a new page and is refused.
+    let again = vec![event_with_data("again", json!({"pad": "z".repeat(8192)}))];
     let reply = try_publish(&api, "full", &again).expect_err("still full");
     reply.expect_error(503, "storage_full");
-    refused.extend(
-        again
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default().to_string()),
+    refused.push("again".into());
+    let member = api.join_group(
+        "fillers",
+        &json!({"topics": ["full"], "auto_offset_reset": "earliest"}),
+    )["member_id"]
+        .as_str()
+        .expect("member id")
+        .to_string();
+    let commit = api.post_json(
+        &format!("/v1/groups/fillers/members/{member}/commit"),
+        &json!({"offsets": [{"topic": "full", "partition": 0, "offset": 1}]}),
     );
+    commit.expect_error(503, "storage_full");
+    match kafka_produce(&server, "full", "kafka-refused") {
+        Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::KafkaStorageError,
+            ..
+        }) => refused.push("kafka-refused".into()),
+        other => panic!("kafka produce on a full disk: {other:?}"),
+    }
     api.get("/healthz").expect_status(200);
     assert_eq!(
         stored_ids(&api, "full"),
@@ -351,8 +428,18 @@ fn a_full_disk_refuses_publishes_retryably_and_recovers_without_restart() {
         "reads serve every acknowledged event"
     );
 
-    // Free space: publishing works again, no restart.
+    // Free space: publishing and committing work again, no restart.
+    std::fs::remove_file(&filler).expect("remove filler");
     std::fs::remove_file(&ballast).expect("remove ballast");
+    let offset =
+        kafka_produce(&server, "full", "kafka-after").expect("kafka produce after freeing space");
+    assert_eq!(offset, acked.len() as u64);
+    acked.push("kafka-after".into());
+    api.post_json(
+        &format!("/v1/groups/fillers/members/{member}/commit"),
+        &json!({"offsets": [{"topic": "full", "partition": 0, "offset": 1}]}),
+    )
+    .expect_status(200);
     let after = batch("after", 20);
     let ids = try_publish(&api, "full", &after).unwrap_or_else(|reply| {
         panic!(
