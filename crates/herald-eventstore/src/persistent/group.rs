@@ -22,6 +22,8 @@
 //! (its delivery count kept). Parking appends to `parked/` before journaling `Done`,
 //! and replay appends to `queue/` before writing `parked.json`: a crash in between
 //! duplicates (parked twice, replayed twice), it never loses an event.
+//! Not yet done: `queue/` and `parked/` are never trimmed (a few dozen bytes per event
+//! with the log's framing); the journal is compacted.
 //! Locks: `dispatch` (async, writers of `queue/`) before `state` (leaf, never held
 //! across an `.await`).
 
