@@ -388,6 +388,8 @@ fn consumer(api: &Api, stop: &AtomicBool) -> Consumed {
             .query(&[("max", "200"), ("wait_ms", "50")]);
         let reply = match api.try_send(poll, "poll".into()) {
             Ok(reply) if reply.status == 200 => reply,
+            // The member's session lapsed (a stalled machine): done for this cycle.
+            Ok(reply) if reply.status == 404 => return consumed,
             Ok(reply) => panic!("poll: {} {}", reply.status, reply.text),
             Err(_) => return consumed,
         };
@@ -417,6 +419,7 @@ fn consumer(api: &Api, stop: &AtomicBool) -> Consumed {
             Ok(reply) if reply.status == 200 => consumed.commits.extend(next),
             // A rebalance took the partition: not committed, not an error.
             Ok(reply) if reply.status == 409 => {}
+            Ok(reply) if reply.status == 404 => return consumed,
             Ok(reply) => panic!("commit: {} {}", reply.status, reply.text),
             Err(_) => return consumed,
         }
