@@ -4,6 +4,9 @@
 # orchestrator (orchestration only) and the order-summary projection as separate
 # processes, places N seeded orders with injected failures and runs `shop check`.
 # Usage: examples/shop/run.sh [ORDERS] [SEED]     (env: VARIANTS="choreography orchestration")
+# The order-summary read model is an SQLite file in the run's directory, or, when
+# HERALD_SHOP_POSTGRES_URL is set (postgres://user@host:port/db), that Postgres database
+# (emptied at the start of each variant: every variant starts a fresh herald).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -53,11 +56,20 @@ for variant in $variants; do
     "$bin/shop" orchestrator --state-dir "$dir/state" 2>"$dir/orchestrator.log" &
     pids+=($!)
   fi
-  "$bin/shop" projection --db "$dir/state/summary.db" 2>"$dir/projection.log" &
+  if [ -n "${HERALD_SHOP_POSTGRES_URL:-}" ]; then
+    store_args=()   # `shop projection` reads the URL from the environment
+    check_args=(--projection-postgres "$HERALD_SHOP_POSTGRES_URL")
+    "$bin/shop" projection --rebuild --once >/dev/null 2>"$dir/projection-reset.log"
+    echo "   read model in postgres"
+  else
+    store_args=(--db "$dir/state/summary.db")
+    check_args=(--projection-db "$dir/state/summary.db")
+  fi
+  "$bin/shop" projection "${store_args[@]}" 2>"$dir/projection.log" &
   pids+=($!)
   start=$(date +%s.%N)
   "$bin/shop" place --orders "$orders" --seed "$seed" --failure-percent 30
-  if "$bin/shop" check --orders "$orders" --projection-db "$dir/state/summary.db" --timeout-secs 120 >"$dir/report.json"; then
+  if "$bin/shop" check --orders "$orders" "${check_args[@]}" --timeout-secs 120 >"$dir/report.json"; then
     end=$(date +%s.%N)
     python3 - "$dir/report.json" "$start" "$end" <<'PY' || cat "$dir/report.json"
 import json, sys

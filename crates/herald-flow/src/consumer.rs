@@ -1,10 +1,11 @@
 //! The checkpointed-consumer loop shared by projections, reactors and sagas.
 //!
-//! Owns: reading the batch after a named SQLite checkpoint ([`next_batch`]), applying a
-//! batch in the transaction that moves the checkpoint ([`apply_batch`]), and the run
-//! loop ([`run_until`]: poll an idle source, back off on transient failures, stop at
-//! shutdown). Invariant: a checkpoint only moves forward, and only in the transaction
-//! that applied what it covers (or, for reactors, after the side effects succeeded).
+//! Owns: reading the batch after a checkpoint ([`next_batch`], any store), applying a
+//! batch in the SQLite transaction that moves the checkpoint ([`apply_batch`]; Postgres
+//! has its own in `pg`), catching up ([`drain`]) and the run loop ([`run_until`]: poll an
+//! idle source, back off on transient failures, stop at shutdown). Invariant: a
+//! checkpoint only moves forward, and only in the transaction that applied what it covers
+//! (or, for reactors, after the side effects succeeded).
 
 use std::future::Future;
 use std::time::Duration;
@@ -26,14 +27,12 @@ pub(crate) struct Pending {
     pub scanned_to: u64,
 }
 
-/// Reads up to `max` events after checkpoint `name`; `None` when nothing is newer.
+/// Reads up to `max` events after `checkpoint`; `None` when nothing is newer.
 pub(crate) async fn next_batch<S: EventSource>(
-    conn: &Connection,
+    checkpoint: Option<u64>,
     source: &S,
-    name: &str,
     max: usize,
 ) -> Result<Option<Pending>, FlowError> {
-    let checkpoint = db::checkpoint(conn, name)?;
     let batch = source.read_after(checkpoint, max).await?;
     let Some(scanned_to) = batch.scanned_to else {
         return Ok(None);
@@ -60,6 +59,19 @@ pub(crate) fn apply_batch<T>(
     db::set_checkpoint(&tx, name, position)?;
     tx.commit()?;
     Ok(out)
+}
+
+/// Calls `step` until it reports that nothing is newer than the checkpoint (`None`; a
+/// step that only scanned past filtered-out events is `Some(0)`); returns the events
+/// applied.
+pub(crate) async fn drain(
+    mut step: impl AsyncFnMut() -> Result<Option<usize>, FlowError>,
+) -> Result<u64, FlowError> {
+    let mut applied = 0u64;
+    while let Some(count) = step().await? {
+        applied += count as u64;
+    }
+    Ok(applied)
 }
 
 /// Calls `tick` until `shutdown` resolves: again at once after work, after

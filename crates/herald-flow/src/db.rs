@@ -43,14 +43,15 @@ pub(crate) fn checkpoint(conn: &Connection, name: &str) -> Result<Option<u64>, F
             |row| row.get(0),
         )
         .optional()?;
-    position
-        .map(|p| {
-            u64::try_from(p).map_err(|_| FlowError::Corrupt {
-                what: "checkpoint",
-                message: format!("negative position {p} for {name}"),
-            })
-        })
-        .transpose()
+    position.map(|p| from_sql_int(p, name)).transpose()
+}
+
+/// A stored checkpoint position (SQL integers are signed) back to a position.
+pub(crate) fn from_sql_int(position: i64, name: &str) -> Result<u64, FlowError> {
+    u64::try_from(position).map_err(|_| FlowError::Corrupt {
+        what: "checkpoint",
+        message: format!("negative position {position} for {name}"),
+    })
 }
 
 pub(crate) fn set_checkpoint(
@@ -75,6 +76,6 @@ pub(crate) fn clear_checkpoint(tx: &Transaction<'_>, name: &str) -> Result<(), F
 pub(crate) fn to_sql_int(value: u64) -> Result<i64, FlowError> {
     i64::try_from(value).map_err(|_| FlowError::Invalid {
         what: "position",
-        message: format!("{value} does not fit SQLite's INTEGER"),
+        message: format!("{value} does not fit a signed 64-bit SQL integer"),
     })
 }

@@ -12,6 +12,10 @@ pub enum FlowError {
     /// The SQLite database holding read models, checkpoints or saga state failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The Postgres server holding read models and checkpoints failed, refused a statement
+    /// or could not be reached (connection refused, lost, authentication...).
+    #[error("postgres: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     /// A projection handler rejected an event; the checkpoint stays before it.
     #[error("projection {projection} failed at position {position} (event {event_id}): {message}")]
     Handler {
@@ -33,12 +37,52 @@ impl FlowError {
     pub fn is_transient(&self) -> bool {
         match self {
             FlowError::Client(e) => e.is_retryable(),
+            FlowError::Postgres(e) => postgres_is_transient(e),
             FlowError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ),
             _ => false,
         }
+    }
+}
+
+/// tokio-postgres prints a server error as just "db error": add the server's message,
+/// detail and SQLSTATE, or the cause of a client-side error (I/O, refused connection).
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; {detail}"));
+        }
+        return text;
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
+}
+
+/// Lost or refused connections, and conflicts the server asks to retry (serialization
+/// failure, deadlock, too many connections, shutting down).
+fn postgres_is_transient(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code),
+        // No SQLSTATE: the error came from the connection (I/O, refused, timeout).
+        None => std::error::Error::source(error)
+            .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some()),
     }
 }
 
@@ -50,6 +94,12 @@ pub struct HandlerError(pub String);
 impl From<rusqlite::Error> for HandlerError {
     fn from(e: rusqlite::Error) -> Self {
         HandlerError(format!("sqlite: {e}"))
+    }
+}
+
+impl From<tokio_postgres::Error> for HandlerError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        HandlerError(format!("postgres: {}", postgres_message(&e)))
     }
 }
 

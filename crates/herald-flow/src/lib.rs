@@ -4,6 +4,7 @@
 //!   event store) `$all` or a stream category; positions are totally ordered per source.
 //! - [`projection`]: CQRS projections folding events into an SQLite read model, with the
 //!   checkpoint written in the same transaction as the read-model change.
+//! - [`pg`]: the same projections with the read model in Postgres (`tokio-postgres`).
 //! - [`saga`]: orchestration sagas (process managers): durable state, per-step timeouts,
 //!   retries and compensation in reverse order, commands sent through an outbox.
 //! - [`reactor`]: at-least-once handlers with side effects (choreography participants,
@@ -16,7 +17,8 @@
 //! - `consumer`: the checkpointed batch loop projections, reactors and sagas share.
 //!
 //! Not owned here: storage of events (the broker and the event store), delivery to
-//! services (the SDK). Every durable write here goes to SQLite with `synchronous=FULL`.
+//! services (the SDK). Every durable write here goes to SQLite with `synchronous=FULL`,
+//! or to Postgres with its commit durability (`fsync`, `synchronous_commit` on by default).
 
 pub mod aggregate;
 pub mod causation;
@@ -24,6 +26,7 @@ pub mod clock;
 mod consumer;
 mod db;
 mod error;
+pub mod pg;
 pub mod projection;
 pub mod reactor;
 pub mod saga;
@@ -34,6 +37,7 @@ pub use aggregate::Aggregate;
 pub use causation::follow;
 pub use clock::{Clock, SystemClock};
 pub use error::{FlowError, HandlerError};
+pub use pg::{PgProjection, PgProjectionRunner};
 pub use projection::{Lag, Projection, ProjectionRunner};
 pub use reactor::{Reactor, ReactorRunner};
 pub use saga::{

@@ -1,5 +1,6 @@
 //! CQRS projections: a [`Projection`] folds events into tables of an SQLite database; the
-//! [`ProjectionRunner`] feeds it batches from an [`EventSource`].
+//! [`ProjectionRunner`] feeds it batches from an [`EventSource`]. (The Postgres twin,
+//! same API, is [`crate::pg`].)
 //!
 //! Invariant: each batch is applied in one SQLite transaction that also moves the
 //! projection's checkpoint to the last position of the batch, so after a crash (kill -9
@@ -46,6 +47,21 @@ pub struct Lag {
     pub positions_behind: u64,
 }
 
+impl Lag {
+    pub(crate) fn new(head: Option<u64>, checkpoint: Option<u64>) -> Self {
+        let positions_behind = match (head, checkpoint) {
+            (None, _) => 0,
+            (Some(h), None) => h + 1,
+            (Some(h), Some(c)) => h.saturating_sub(c),
+        };
+        Lag {
+            head,
+            checkpoint,
+            positions_behind,
+        }
+    }
+}
+
 /// Runs one projection against one source and one SQLite database.
 pub struct ProjectionRunner<S, P> {
     source: S,
@@ -70,7 +86,7 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
         let tx = conn.transaction()?;
         projection
             .setup(&tx)
-            .map_err(|e| handler_error(&projection, None, e))?;
+            .map_err(|e| handler_error(projection.name(), None, e))?;
         tx.commit()?;
         Ok(Self {
             source,
@@ -112,34 +128,32 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
 
     /// Reads and applies one batch; returns how many events were applied.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
+        Ok(self.step_batch().await?.unwrap_or(0))
+    }
+
+    /// One batch; `None` when nothing is newer than the checkpoint.
+    async fn step_batch(&mut self) -> Result<Option<usize>, FlowError> {
         let name = self.projection.name().to_string();
+        let checkpoint = db::checkpoint(&self.conn, &name)?;
         let Some(pending) =
-            consumer::next_batch(&self.conn, &self.source, &name, self.batch_max).await?
+            consumer::next_batch(checkpoint, &self.source, self.batch_max).await?
         else {
-            return Ok(0);
+            return Ok(None);
         };
         let projection = &mut self.projection;
         consumer::apply_batch(&mut self.conn, &name, pending.scanned_to, |tx| {
             for event in &pending.batch.events {
                 projection
                     .apply(tx, event)
-                    .map_err(|e| handler_error(projection, Some(event), e))?;
+                    .map_err(|e| handler_error(&name, Some(event), e))?;
             }
-            Ok(pending.batch.events.len())
+            Ok(Some(pending.batch.events.len()))
         })
     }
 
     /// Applies batches until the source has nothing newer; returns the events applied.
     pub async fn catch_up(&mut self) -> Result<u64, FlowError> {
-        let mut applied = 0u64;
-        loop {
-            let before = self.checkpoint()?;
-            let count = self.step().await?;
-            applied += count as u64;
-            if self.checkpoint()? == before {
-                return Ok(applied);
-            }
-        }
+        consumer::drain(async || self.step_batch().await).await
     }
 
     /// Empties the read model and its checkpoint in one transaction, then catches up
@@ -149,10 +163,10 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
         let tx = self.conn.transaction()?;
         self.projection
             .reset(&tx)
-            .map_err(|e| handler_error(&self.projection, None, e))?;
+            .map_err(|e| handler_error(&name, None, e))?;
         self.projection
             .setup(&tx)
-            .map_err(|e| handler_error(&self.projection, None, e))?;
+            .map_err(|e| handler_error(&name, None, e))?;
         db::clear_checkpoint(&tx, &name)?;
         tx.commit()?;
         self.catch_up().await
@@ -161,17 +175,7 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
     /// Head of the source minus the checkpoint.
     pub async fn lag(&self) -> Result<Lag, FlowError> {
         let head = self.source.head().await?;
-        let checkpoint = self.checkpoint()?;
-        let positions_behind = match (head, checkpoint) {
-            (None, _) => 0,
-            (Some(h), None) => h + 1,
-            (Some(h), Some(c)) => h.saturating_sub(c),
-        };
-        Ok(Lag {
-            head,
-            checkpoint,
-            positions_behind,
-        })
+        Ok(Lag::new(head, self.checkpoint()?))
     }
 
     /// Applies batches until `shutdown` resolves, polling an idle source every poll
@@ -184,13 +188,14 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
     }
 }
 
-fn handler_error<P: Projection>(
-    projection: &P,
+/// A handler's error as the runner reports it: which projection, at which event.
+pub(crate) fn handler_error(
+    projection: &str,
     event: Option<&SourcedEvent>,
     error: HandlerError,
 ) -> FlowError {
     FlowError::Handler {
-        projection: projection.name().to_string(),
+        projection: projection.to_string(),
         position: event.map_or(0, |e| e.position),
         event_id: event.map_or_else(String::new, |e| e.event.id.clone()),
         message: error.0,

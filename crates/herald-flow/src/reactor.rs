@@ -86,7 +86,8 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
     pub async fn step(&mut self) -> Result<usize, FlowError> {
         let name = self.reactor.name().to_string();
         let Some(pending) =
-            consumer::next_batch(&self.conn, &self.source, &name, self.batch_max).await?
+            consumer::next_batch(db::checkpoint(&self.conn, &name)?, &self.source, self.batch_max)
+                .await?
         else {
             return Ok(0);
         };

@@ -408,7 +408,8 @@ impl<S: EventSource, K: CommandSink, C: Clock> SagaRunner<S, K, C> {
     pub async fn step(&mut self) -> Result<usize, FlowError> {
         let name = self.checkpoint_name();
         let Some(pending) =
-            consumer::next_batch(&self.conn, &self.source, &name, self.batch_max).await?
+            consumer::next_batch(db::checkpoint(&self.conn, &name)?, &self.source, self.batch_max)
+                .await?
         else {
             return Ok(0);
         };

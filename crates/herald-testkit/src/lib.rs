@@ -8,6 +8,7 @@
 //!   [`Aggregate`]s.
 //! - [`expect_chain`]: assertions on the events sharing a correlation id (order, count,
 //!   causation links).
+//! - [`PgServer`]: a private throwaway Postgres cluster (for Postgres projections).
 //!
 //! Everything here panics with a readable message on a failed expectation, as test
 //! assertions do; nothing here is meant for production paths.
@@ -15,8 +16,10 @@
 mod bus;
 mod chain;
 mod given;
+mod postgres;
 
 pub use bus::{InMemoryBus, VirtualClock};
 pub use chain::{expect_chain, Chain};
 pub use given::{given, Given, When};
+pub use postgres::{PgServer, PG_USER};
 pub use herald_flow::{Aggregate, Clock, CommandSink, EventSource};

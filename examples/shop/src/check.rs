@@ -289,12 +289,12 @@ pub async fn wait_and_check(
     herald: &Herald,
     expected_orders: usize,
     timeout: Duration,
-    summary: impl Fn() -> Option<Vec<SummaryRow>>,
+    summary: impl AsyncFn() -> Option<Vec<SummaryRow>>,
 ) -> anyhow::Result<Report> {
     let deadline = Instant::now() + timeout;
     loop {
         let records = read_everything(herald).await?;
-        let rows = summary();
+        let rows = summary().await;
         let report = check(&records, rows.as_deref());
         let settled = report.pending == 0 && report.orders >= expected_orders;
         if (settled && report.problems.is_empty()) || Instant::now() >= deadline {

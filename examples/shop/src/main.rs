@@ -9,8 +9,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald_client::Herald;
 use herald_flow::store::{StoreSource, StoreSubscriptionSource, StreamSink};
-use herald_flow::{ProjectionRunner, ReactorRunner, SagaRunner, SystemClock};
-use shop::projection::{dump, OrderSummary};
+use herald_flow::{
+    FlowError, Lag, PgProjectionRunner, ProjectionRunner, ReactorRunner, SagaRunner, SystemClock,
+};
+use shop::projection::{OrderSummary, ReadModel, SummaryRow};
 use shop::services::{Service, ServiceReactor, Variant};
 
 #[derive(Parser)]
@@ -65,10 +67,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         attempts: u32,
     },
-    /// The order-summary projection (CQRS read model in SQLite).
+    /// The order-summary projection (CQRS read model in SQLite, or in Postgres when a
+    /// Postgres URL is given).
     Projection {
-        #[arg(long)]
-        db: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Empty the read model and rebuild it from the first event.
         #[arg(long)]
         rebuild: bool,
@@ -87,12 +90,28 @@ enum Command {
         /// How many orders the run placed.
         #[arg(long)]
         orders: usize,
-        /// Also compare the order-summary read model in this database.
-        #[arg(long)]
+        /// Also compare the order-summary read model in this SQLite database...
+        #[arg(long, conflicts_with = "projection_postgres")]
         projection_db: Option<PathBuf>,
+        /// ...or in this Postgres database (connection string).
+        #[arg(long)]
+        projection_postgres: Option<String>,
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+}
+
+/// Where the order-summary read model lives: exactly one of the two.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct StoreArgs {
+    /// SQLite database file.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Postgres connection string: `postgres://user[:password]@host:port/dbname` or
+    /// `host=... port=... user=... dbname=...` (no TLS).
+    #[arg(long, env = "HERALD_SHOP_POSTGRES_URL")]
+    postgres: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -174,18 +193,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runner.run(shutdown_signal()).await?;
         }
         Command::Projection {
-            db,
+            store,
             rebuild,
             once,
             status,
             batch,
         } => {
-            let mut runner =
-                ProjectionRunner::open(&db, StoreSource::category(herald, "order-"), OrderSummary)?
-                    .with_batch_max(batch);
+            let mut runner = Runner::open(store, herald, batch).await?;
             if status {
                 let lag = runner.lag().await?;
-                let (rows, _) = dump(runner.connection())?;
+                let rows = runner.rows().await?;
                 println!(
                     "{}",
                     serde_json::json!({
@@ -214,16 +231,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check {
             orders,
             projection_db,
+            projection_postgres,
             timeout_secs,
         } => {
-            let summary = || {
-                let path = projection_db.as_ref()?;
-                let conn = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .ok()?;
-                dump(&conn).ok().map(|(rows, _)| rows)
+            let model = match (projection_db, projection_postgres) {
+                (Some(path), _) => Some(ReadModel::Sqlite(path)),
+                (None, Some(url)) => Some(ReadModel::postgres(&url).await?),
+                (None, None) => None,
+            };
+            let summary = async || match &model {
+                // A model not readable yet (no table, busy) is compared again later.
+                Some(model) => model.dump().await.ok().map(|(rows, _)| rows),
+                None => None,
             };
             let report = shop::check::wait_and_check(
                 &herald,
@@ -241,6 +260,70 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The order-summary projection on either store (same projection, same source).
+enum Runner {
+    Sqlite(ProjectionRunner<StoreSource, OrderSummary>),
+    Postgres(PgProjectionRunner<StoreSource, OrderSummary>),
+}
+
+/// Runs the same expression on whichever runner it is.
+macro_rules! on_runner {
+    ($runner:expr, $r:ident => $body:expr) => {
+        match $runner {
+            Runner::Sqlite($r) => $body,
+            Runner::Postgres($r) => $body,
+        }
+    };
+}
+
+impl Runner {
+    async fn open(store: StoreArgs, herald: Herald, batch: usize) -> Result<Runner, FlowError> {
+        let source = StoreSource::category(herald, "order-");
+        Ok(match (store.db, store.postgres) {
+            (Some(path), _) => {
+                Runner::Sqlite(ProjectionRunner::open(&path, source, OrderSummary)?.with_batch_max(batch))
+            }
+            (None, Some(url)) => Runner::Postgres(
+                PgProjectionRunner::connect(&url, source, OrderSummary)
+                    .await?
+                    .with_batch_max(batch),
+            ),
+            (None, None) => {
+                return Err(FlowError::Invalid {
+                    what: "read model",
+                    message: "give --db PATH or --postgres URL".into(),
+                })
+            }
+        })
+    }
+
+    async fn lag(&self) -> Result<Lag, FlowError> {
+        on_runner!(self, r => r.lag().await)
+    }
+
+    async fn rebuild(&mut self) -> Result<u64, FlowError> {
+        on_runner!(self, r => r.rebuild().await)
+    }
+
+    async fn catch_up(&mut self) -> Result<u64, FlowError> {
+        on_runner!(self, r => r.catch_up().await)
+    }
+
+    async fn run(&mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), FlowError> {
+        on_runner!(self, r => r.run(shutdown).await)
+    }
+
+    async fn rows(&self) -> anyhow::Result<Vec<SummaryRow>> {
+        Ok(match self {
+            Runner::Sqlite(r) => shop::projection::dump(r.connection())?.0,
+            Runner::Postgres(r) => shop::projection::dump_pg(r.client())
+                .await
+                .map_err(FlowError::Postgres)?
+                .0,
+        })
+    }
 }
 
 async fn serve(herald: Herald, service: Service, args: ServiceArgs) -> anyhow::Result<()> {

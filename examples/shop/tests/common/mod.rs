@@ -199,6 +199,7 @@ pub fn spawn_shop(name: &str, url: &str, args: &[&str]) -> Process {
         Command::new(shop_bin())
             .args(args)
             .env("HERALD_URL", url)
+            .env_remove("HERALD_SHOP_POSTGRES_URL")
             .env("RUST_LOG", "warn"),
     );
     process
@@ -209,6 +210,7 @@ pub fn run_shop(url: &str, args: &[&str]) -> Output {
     Command::new(shop_bin())
         .args(args)
         .env("HERALD_URL", url)
+        .env_remove("HERALD_SHOP_POSTGRES_URL")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
