@@ -51,7 +51,12 @@ impl FlowError {
 /// detail and SQLSTATE, or the cause of a client-side error (I/O, refused connection).
 fn postgres_message(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
-        let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        let mut text = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
         if let Some(detail) = db.detail() {
             text.push_str(&format!("; {detail}"));
         }

@@ -37,12 +37,10 @@ pub trait PgProjection: Send {
     fn name(&self) -> &str;
 
     /// Creates the read-model tables if they are missing (runs at every start).
-    fn setup(&self, tx: &Transaction<'_>)
-        -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn setup(&self, tx: &Transaction<'_>) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Empties the read model (for [`PgProjectionRunner::rebuild`]).
-    fn reset(&self, tx: &Transaction<'_>)
-        -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn reset(&self, tx: &Transaction<'_>) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Applies one event. An error stops the runner; nothing of the batch is kept.
     fn apply(
@@ -211,7 +209,10 @@ impl<S: EventSource, P: PgProjection> PgProjectionRunner<S, P> {
     async fn reconnect_if_lost(&mut self) -> Result<(), FlowError> {
         if let (true, Some(config)) = (self.client.is_closed(), &self.config) {
             self.client = connect(config).await?;
-            tracing::info!(projection = self.projection.name(), "reconnected to postgres");
+            tracing::info!(
+                projection = self.projection.name(),
+                "reconnected to postgres"
+            );
         }
         Ok(())
     }
@@ -283,7 +284,11 @@ async fn read_checkpoint(
     position.map(|p| db::from_sql_int(p, name)).transpose()
 }
 
-async fn write_checkpoint(tx: &Transaction<'_>, name: &str, position: u64) -> Result<(), FlowError> {
+async fn write_checkpoint(
+    tx: &Transaction<'_>,
+    name: &str,
+    position: u64,
+) -> Result<(), FlowError> {
     let position = db::to_sql_int(position)?;
     tx.execute(
         "INSERT INTO herald_checkpoints (name, position) VALUES ($1, $2)

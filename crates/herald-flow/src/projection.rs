@@ -135,8 +135,7 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
     async fn step_batch(&mut self) -> Result<Option<usize>, FlowError> {
         let name = self.projection.name().to_string();
         let checkpoint = db::checkpoint(&self.conn, &name)?;
-        let Some(pending) =
-            consumer::next_batch(checkpoint, &self.source, self.batch_max).await?
+        let Some(pending) = consumer::next_batch(checkpoint, &self.source, self.batch_max).await?
         else {
             return Ok(None);
         };

@@ -85,9 +85,12 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
     /// failing event checkpoints the events before it. Returns the events handled.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
         let name = self.reactor.name().to_string();
-        let Some(pending) =
-            consumer::next_batch(db::checkpoint(&self.conn, &name)?, &self.source, self.batch_max)
-                .await?
+        let Some(pending) = consumer::next_batch(
+            db::checkpoint(&self.conn, &name)?,
+            &self.source,
+            self.batch_max,
+        )
+        .await?
         else {
             return Ok(0);
         };

@@ -407,9 +407,12 @@ impl<S: EventSource, K: CommandSink, C: Clock> SagaRunner<S, K, C> {
     /// number of events that started or moved a saga.
     pub async fn step(&mut self) -> Result<usize, FlowError> {
         let name = self.checkpoint_name();
-        let Some(pending) =
-            consumer::next_batch(db::checkpoint(&self.conn, &name)?, &self.source, self.batch_max)
-                .await?
+        let Some(pending) = consumer::next_batch(
+            db::checkpoint(&self.conn, &name)?,
+            &self.source,
+            self.batch_max,
+        )
+        .await?
         else {
             return Ok(0);
         };

@@ -21,5 +21,5 @@ mod postgres;
 pub use bus::{InMemoryBus, VirtualClock};
 pub use chain::{expect_chain, Chain};
 pub use given::{given, Given, When};
-pub use postgres::{PgServer, PG_USER};
 pub use herald_flow::{Aggregate, Clock, CommandSink, EventSource};
+pub use postgres::{PgServer, PG_USER};

@@ -66,7 +66,10 @@ impl PgServer {
             match server.pg_ctl_start() {
                 Ok(()) => return server,
                 Err(e) if attempt < START_ATTEMPTS => {
-                    eprintln!("postgres did not start on port {} ({e}); retrying", server.port);
+                    eprintln!(
+                        "postgres did not start on port {} ({e}); retrying",
+                        server.port
+                    );
                 }
                 Err(e) => panic!("postgres did not start: {e}\n{}", server.log_tail()),
             }
@@ -133,7 +136,11 @@ impl PgServer {
     /// Stops the server (fast shutdown: clients are disconnected); the data stays.
     pub fn stop(&self) {
         let output = self.pg_ctl_stop("fast");
-        assert!(output.status.success(), "pg_ctl stop failed\n{}", text(&output));
+        assert!(
+            output.status.success(),
+            "pg_ctl stop failed\n{}",
+            text(&output)
+        );
     }
 
     /// Starts a stopped server again on the same port with the same data.
@@ -179,7 +186,14 @@ impl PgServer {
     pub fn psql(&self, dbname: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", PG_USER])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                PG_USER,
+            ])
             .args(["-d", dbname, "-c", sql])
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
@@ -187,7 +201,9 @@ impl PgServer {
             .output()
             .map_err(|e| format!("run psql: {e}"))?;
         if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_string())
+            Ok(String::from_utf8_lossy(&output.stdout)
+                .trim_end()
+                .to_string())
         } else {
             Err(text(&output))
         }
@@ -223,7 +239,11 @@ impl Drop for PgServer {
 /// The directory holding `initdb`, `pg_ctl` and `psql`: from PATH, else the newest
 /// `/usr/lib/postgresql/<version>/bin` (Debian installs them only there).
 fn find_bin_dir() -> Option<PathBuf> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "psql"].iter().all(|b| dir.join(b).is_file());
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "psql"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     let from_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default()

@@ -41,7 +41,11 @@ impl PgProjection for Ids {
         Ok(())
     }
 
-    async fn apply(&mut self, tx: &Transaction<'_>, event: &SourcedEvent) -> Result<(), HandlerError> {
+    async fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        event: &SourcedEvent,
+    ) -> Result<(), HandlerError> {
         if self.poison.as_deref() == Some(event.event.ty.as_str()) {
             return Err(HandlerError(format!("poisoned type {}", event.event.ty)));
         }
@@ -82,7 +86,10 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
             .await
             .expect("connect");
         let lag = runner.lag().await.expect("lag of an empty source");
-        assert_eq!((lag.head, lag.checkpoint, lag.positions_behind), (None, None, 0));
+        assert_eq!(
+            (lag.head, lag.checkpoint, lag.positions_behind),
+            (None, None, 0)
+        );
     }
     publish(&bus, &["a"; 10]);
     {
@@ -93,7 +100,10 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
         assert_eq!(runner.step().await.expect("step"), 4);
         assert_eq!(runner.checkpoint().await.expect("checkpoint"), Some(3));
         let lag = runner.lag().await.expect("lag");
-        assert_eq!((lag.head, lag.checkpoint, lag.positions_behind), (Some(9), Some(3), 6));
+        assert_eq!(
+            (lag.head, lag.checkpoint, lag.positions_behind),
+            (Some(9), Some(3), 6)
+        );
     }
     // A new runner (a restarted process) continues at position 4.
     publish(&bus, &["b"; 3]);
@@ -124,12 +134,22 @@ async fn a_handler_error_mid_batch_rolls_back_model_and_checkpoint() {
         .with_batch_max(2);
     assert_eq!(runner.step().await.expect("first batch"), 2);
     // The second batch writes position 2, then fails at position 3.
-    let error = runner.catch_up().await.expect_err("poisoned event stops it");
+    let error = runner
+        .catch_up()
+        .await
+        .expect_err("poisoned event stops it");
     let text = error.to_string();
-    assert!(matches!(error, FlowError::Handler { position: 3, .. }), "{text}");
+    assert!(
+        matches!(error, FlowError::Handler { position: 3, .. }),
+        "{text}"
+    );
     assert!(text.contains("e3") && text.contains("poisoned"), "{text}");
     assert_eq!(runner.checkpoint().await.expect("checkpoint"), Some(1));
-    assert_eq!(rows(runner.client()).await.len(), 2, "position 2 was rolled back");
+    assert_eq!(
+        rows(runner.client()).await.len(),
+        2,
+        "position 2 was rolled back"
+    );
     // A database error inside the handler (duplicate key) rolls back the same way.
     runner
         .client()
@@ -207,13 +227,20 @@ async fn two_racing_runners_apply_each_event_once() {
 #[tokio::test]
 async fn bad_connection_strings_and_unreachable_servers_are_clear_errors() {
     let bus = InMemoryBus::new();
-    for bad in ["postgres://[::1", "host=127.0.0.1 port=notaport", "nonsense_key=1"] {
+    for bad in [
+        "postgres://[::1",
+        "host=127.0.0.1 port=notaport",
+        "nonsense_key=1",
+    ] {
         let error = PgProjectionRunner::connect(bad, bus.clone(), Ids::clean())
             .await
             .err()
             .unwrap_or_else(|| panic!("{bad:?} is accepted"));
         let text = error.to_string();
-        assert!(matches!(error, FlowError::Invalid { .. }), "{bad:?}: {text}");
+        assert!(
+            matches!(error, FlowError::Invalid { .. }),
+            "{bad:?}: {text}"
+        );
         assert!(text.contains("postgres connection string"), "{text}");
         eprintln!("{bad:?}: {text}");
     }
@@ -231,7 +258,10 @@ async fn bad_connection_strings_and_unreachable_servers_are_clear_errors() {
     eprintln!("unreachable: {text}");
     assert!(matches!(error, FlowError::Postgres(_)), "{text}");
     assert!(text.contains("refused"), "{text}");
-    assert!(error.is_transient(), "a refused connection is worth retrying");
+    assert!(
+        error.is_transient(),
+        "a refused connection is worth retrying"
+    );
     // A server that answers but has no such database.
     let pg = PgServer::start();
     let error = PgProjectionRunner::connect(&pg.url_for("missing"), bus, Ids::clean())
@@ -239,7 +269,10 @@ async fn bad_connection_strings_and_unreachable_servers_are_clear_errors() {
         .err()
         .expect("no such database");
     let text = error.to_string();
-    assert!(text.contains("database \"missing\" does not exist"), "{text}");
+    assert!(
+        text.contains("database \"missing\" does not exist"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

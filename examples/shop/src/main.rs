@@ -265,7 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The order-summary projection on either store (same projection, same source).
 enum Runner {
     Sqlite(ProjectionRunner<StoreSource, OrderSummary>),
-    Postgres(PgProjectionRunner<StoreSource, OrderSummary>),
+    Postgres(Box<PgProjectionRunner<StoreSource, OrderSummary>>),
 }
 
 /// Runs the same expression on whichever runner it is.
@@ -282,14 +282,14 @@ impl Runner {
     async fn open(store: StoreArgs, herald: Herald, batch: usize) -> Result<Runner, FlowError> {
         let source = StoreSource::category(herald, "order-");
         Ok(match (store.db, store.postgres) {
-            (Some(path), _) => {
-                Runner::Sqlite(ProjectionRunner::open(&path, source, OrderSummary)?.with_batch_max(batch))
-            }
-            (None, Some(url)) => Runner::Postgres(
+            (Some(path), _) => Runner::Sqlite(
+                ProjectionRunner::open(&path, source, OrderSummary)?.with_batch_max(batch),
+            ),
+            (None, Some(url)) => Runner::Postgres(Box::new(
                 PgProjectionRunner::connect(&url, source, OrderSummary)
                     .await?
                     .with_batch_max(batch),
-            ),
+            )),
             (None, None) => {
                 return Err(FlowError::Invalid {
                     what: "read model",
@@ -311,17 +311,22 @@ impl Runner {
         on_runner!(self, r => r.catch_up().await)
     }
 
-    async fn run(&mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), FlowError> {
+    async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), FlowError> {
         on_runner!(self, r => r.run(shutdown).await)
     }
 
     async fn rows(&self) -> anyhow::Result<Vec<SummaryRow>> {
         Ok(match self {
             Runner::Sqlite(r) => shop::projection::dump(r.connection())?.0,
-            Runner::Postgres(r) => shop::projection::dump_pg(r.client())
-                .await
-                .map_err(FlowError::Postgres)?
-                .0,
+            Runner::Postgres(r) => {
+                shop::projection::dump_pg(r.client())
+                    .await
+                    .map_err(FlowError::Postgres)?
+                    .0
+            }
         })
     }
 }

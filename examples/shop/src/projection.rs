@@ -295,17 +295,17 @@ impl ReadModel {
     /// Connects to the Postgres database `url` (see [`herald_flow::pg::parse_config`]).
     pub async fn postgres(url: &str) -> Result<Self, herald_flow::FlowError> {
         let config = herald_flow::pg::parse_config(url)?;
-        Ok(ReadModel::Postgres(herald_flow::pg::connect(&config).await?))
+        Ok(ReadModel::Postgres(
+            herald_flow::pg::connect(&config).await?,
+        ))
     }
 
     /// Rows and totals (empty before the first event).
     pub async fn dump(&self) -> anyhow::Result<(Vec<SummaryRow>, Totals)> {
         match self {
             ReadModel::Sqlite(path) => {
-                let conn = Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )?;
+                let conn =
+                    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
                 conn.busy_timeout(std::time::Duration::from_secs(5))?;
                 Ok(dump(&conn)?)
             }

@@ -34,8 +34,15 @@ enum Kind {
 
 /// Where the live and the rebuilt read models are.
 enum Store {
-    Sqlite { live: PathBuf, fresh: PathBuf },
-    Postgres { server: PgServer, live: String, fresh: String },
+    Sqlite {
+        live: PathBuf,
+        fresh: PathBuf,
+    },
+    Postgres {
+        server: PgServer,
+        live: String,
+        fresh: String,
+    },
 }
 
 impl Store {
