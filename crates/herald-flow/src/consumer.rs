@@ -18,6 +18,25 @@ use crate::{db, FlowError};
 /// The longest pause between retries of a transient failure.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The pacing builders of every runner (which has `batch_max` and `poll_interval`
+/// fields); invoke inside the runner's `impl`.
+macro_rules! pacing_builders {
+    () => {
+        /// Sets the largest batch (one transaction); at least 1.
+        pub fn with_batch_max(mut self, batch_max: usize) -> Self {
+            self.batch_max = batch_max.max(1);
+            self
+        }
+
+        /// Sets how long `run` waits before polling an idle source again.
+        pub fn with_poll_interval(mut self, poll_interval: std::time::Duration) -> Self {
+            self.poll_interval = poll_interval;
+            self
+        }
+    };
+}
+pub(crate) use pacing_builders;
+
 /// A batch newer than the checkpoint.
 pub(crate) struct Pending {
     /// The checkpoint the batch was read after.

@@ -97,16 +97,7 @@ impl<S: EventSource, P: Projection> ProjectionRunner<S, P> {
         })
     }
 
-    /// Sets the largest batch (one transaction); at least 1.
-    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
-        self.batch_max = batch_max.max(1);
-        self
-    }
-
-    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
-        self.poll_interval = poll_interval;
-        self
-    }
+    consumer::pacing_builders!();
 
     /// The database, to query the read model.
     pub fn connection(&self) -> &Connection {

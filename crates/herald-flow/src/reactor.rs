@@ -63,15 +63,7 @@ impl<S: EventSource, R: Reactor> ReactorRunner<S, R> {
         }
     }
 
-    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
-        self.batch_max = batch_max.max(1);
-        self
-    }
-
-    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
-        self.poll_interval = poll_interval;
-        self
-    }
+    consumer::pacing_builders!();
 
     pub fn reactor(&self) -> &R {
         &self.reactor

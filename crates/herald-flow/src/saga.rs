@@ -372,15 +372,7 @@ impl<S: EventSource, K: CommandSink, C: Clock> SagaRunner<S, K, C> {
         })
     }
 
-    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
-        self.batch_max = batch_max.max(1);
-        self
-    }
-
-    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
-        self.poll_interval = poll_interval;
-        self
-    }
+    consumer::pacing_builders!();
 
     pub fn definition(&self) -> &SagaDefinition {
         &self.definition

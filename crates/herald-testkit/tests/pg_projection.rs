@@ -70,6 +70,18 @@ async fn rows(client: &Client) -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// A runner of [`Ids`] on `url` reading at most `batch_max` events a transaction.
+async fn connect(
+    url: &str,
+    bus: &InMemoryBus,
+    batch_max: usize,
+) -> PgProjectionRunner<InMemoryBus, Ids> {
+    PgProjectionRunner::connect(url, bus.clone(), Ids::clean())
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+        .with_batch_max(batch_max)
+}
+
 fn publish(bus: &InMemoryBus, types: &[&str]) {
     for ty in types {
         let id = format!("e{}", bus.len());
@@ -82,9 +94,7 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
     let pg = PgServer::start();
     let bus = InMemoryBus::new();
     {
-        let runner = PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-            .await
-            .expect("connect");
+        let runner = connect(&pg.url(), &bus, 256).await;
         let lag = runner.lag().await.expect("lag of an empty source");
         assert_eq!(
             (lag.head, lag.checkpoint, lag.positions_behind),
@@ -93,10 +103,7 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
     }
     publish(&bus, &["a"; 10]);
     {
-        let mut runner = PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-            .await
-            .expect("connect")
-            .with_batch_max(4);
+        let mut runner = connect(&pg.url(), &bus, 4).await;
         assert_eq!(runner.step().await.expect("step"), 4);
         assert_eq!(runner.checkpoint().await.expect("checkpoint"), Some(3));
         let lag = runner.lag().await.expect("lag");
@@ -107,10 +114,7 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
     }
     // A new runner (a restarted process) continues at position 4.
     publish(&bus, &["b"; 3]);
-    let mut runner = PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-        .await
-        .expect("reconnect")
-        .with_batch_max(4);
+    let mut runner = connect(&pg.url(), &bus, 4).await;
     assert_eq!(runner.catch_up().await.expect("catch up"), 9);
     let model = rows(runner.client()).await;
     assert_eq!(model.len(), 13);
@@ -134,16 +138,18 @@ async fn a_handler_error_mid_batch_rolls_back_model_and_checkpoint() {
         .with_batch_max(2);
     assert_eq!(runner.step().await.expect("first batch"), 2);
     // The second batch writes position 2, then fails at position 3.
-    let error = runner
-        .catch_up()
-        .await
-        .expect_err("poisoned event stops it");
-    let text = error.to_string();
-    assert!(
-        matches!(error, FlowError::Handler { position: 3, .. }),
-        "{text}"
-    );
-    assert!(text.contains("e3") && text.contains("poisoned"), "{text}");
+    match runner.catch_up().await {
+        Err(FlowError::Handler {
+            position,
+            event_id,
+            message,
+            ..
+        }) => {
+            assert_eq!((position, event_id.as_str()), (3, "e3"));
+            assert!(message.contains("poisoned"), "{message}");
+        }
+        other => panic!("the poisoned event must stop the runner: {other:?}"),
+    }
     assert_eq!(runner.checkpoint().await.expect("checkpoint"), Some(1));
     assert_eq!(
         rows(runner.client()).await.len(),
@@ -156,10 +162,7 @@ async fn a_handler_error_mid_batch_rolls_back_model_and_checkpoint() {
         .execute("INSERT INTO ids VALUES ('e2', 'planted', 99)", &[])
         .await
         .expect("plant a row");
-    let mut runner = PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-        .await
-        .expect("reconnect")
-        .with_batch_max(2);
+    let mut runner = connect(&pg.url(), &bus, 2).await;
     let error = runner.step().await.expect_err("duplicate key");
     assert!(error.to_string().contains("duplicate key"), "{error}");
     assert_eq!(runner.checkpoint().await.expect("checkpoint"), Some(1));
@@ -177,10 +180,7 @@ async fn a_handler_error_mid_batch_rolls_back_model_and_checkpoint() {
 async fn rebuild_equals_the_incremental_model() {
     let pg = PgServer::start();
     let bus = InMemoryBus::new();
-    let mut runner = PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-        .await
-        .expect("connect")
-        .with_batch_max(7);
+    let mut runner = connect(&pg.url(), &bus, 7).await;
     // Events arrive while the projection runs: publish and step interleaved.
     let types = ["order", "payment", "stock", "shipment"];
     for round in 0..12 {
@@ -195,9 +195,7 @@ async fn rebuild_equals_the_incremental_model() {
     assert_eq!(rows(runner.client()).await, incremental);
     // And from scratch into another database.
     let fresh = pg.create_database("fresh");
-    let mut scratch = PgProjectionRunner::connect(&fresh, bus.clone(), Ids::clean())
-        .await
-        .expect("connect fresh");
+    let mut scratch = connect(&fresh, &bus, 256).await;
     assert_eq!(scratch.rebuild().await.expect("rebuild fresh"), bus.len());
     assert_eq!(rows(scratch.client()).await, incremental);
 }
@@ -207,13 +205,8 @@ async fn two_racing_runners_apply_each_event_once() {
     let pg = PgServer::start();
     let bus = InMemoryBus::new();
     publish(&bus, &["a"; 200]);
-    let connect = || async {
-        PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-            .await
-            .expect("connect")
-            .with_batch_max(3)
-    };
-    let (mut first, mut second) = (connect().await, connect().await);
+    let mut first = connect(&pg.url(), &bus, 3).await;
+    let mut second = connect(&pg.url(), &bus, 3).await;
     let (applied_first, applied_second) = tokio::join!(first.catch_up(), second.catch_up());
     let (applied_first, applied_second) = (
         applied_first.expect("first runner"),
@@ -280,9 +273,7 @@ async fn a_lost_connection_is_an_error_then_the_runner_reconnects() {
     let pg = PgServer::start();
     let bus = InMemoryBus::new();
     publish(&bus, &["a"; 5]);
-    let mut runner = PgProjectionRunner::connect(&pg.url(), bus.clone(), Ids::clean())
-        .await
-        .expect("connect");
+    let mut runner = connect(&pg.url(), &bus, 256).await;
     assert_eq!(runner.catch_up().await.expect("catch up"), 5);
     pg.stop();
     publish(&bus, &["b"; 5]);
