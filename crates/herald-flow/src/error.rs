@@ -13,9 +13,11 @@ pub enum FlowError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The Postgres server holding read models and checkpoints failed, refused a statement
-    /// or could not be reached (connection refused, lost, authentication...).
+    /// or could not be reached (connection refused, lost, authentication...). The message
+    /// carries the server's error or the client-side cause, so the variant has no
+    /// separate `source` (error chains would print the cause twice).
     #[error("postgres: {}", postgres_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// A projection handler rejected an event; the checkpoint stays before it.
     #[error("projection {projection} failed at position {position} (event {event_id}): {message}")]
     Handler {
@@ -44,6 +46,12 @@ impl FlowError {
             ),
             _ => false,
         }
+    }
+}
+
+impl From<tokio_postgres::Error> for FlowError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        FlowError::Postgres(e)
     }
 }
 
