@@ -38,7 +38,7 @@ impl PgServer {
         let run_as = is_root().then_some(RUN_AS_WHEN_ROOT);
         let dir = tempfile::Builder::new()
             .prefix("herald-pg-")
-            .tempdir()
+            .tempdir_in(cluster_parent(run_as.is_some()))
             .expect("temporary directory for the Postgres cluster");
         std::fs::create_dir(dir.path().join("sock")).expect("socket directory");
         if let Some(user) = run_as {
@@ -85,17 +85,20 @@ impl PgServer {
         self.dir.path().join("postgres.log")
     }
 
-    /// A command for one of the cluster's binaries, as the cluster's owner.
+    /// A command for one of the cluster's binaries, as the cluster's owner, in the
+    /// cluster's directory (the test's own may be closed to that owner).
     fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        match self.run_as {
+        let mut command = match self.run_as {
             Some(user) => {
                 let mut command = Command::new("runuser");
                 command.args(["-u", user, "--"]).arg(program);
                 command
             }
             None => Command::new(program),
-        }
+        };
+        command.current_dir(self.dir.path());
+        command
     }
 
     fn init(&self) {
@@ -271,6 +274,20 @@ fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versioned.sort();
     versioned.pop().map(|(_, dir)| dir)
+}
+
+/// Where cluster directories go: the temporary directory, unless the cluster runs as
+/// another user who cannot reach it (a `TMPDIR` under a private home), then `/tmp`.
+fn cluster_parent(other_user: bool) -> PathBuf {
+    let temp = std::env::temp_dir();
+    let reachable = temp
+        .ancestors()
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
+    if other_user && !reachable {
+        PathBuf::from("/tmp")
+    } else {
+        temp
+    }
 }
 
 fn is_root() -> bool {

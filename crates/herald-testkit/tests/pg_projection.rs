@@ -5,6 +5,7 @@
 //! unreachable servers and a lost connection (then reconnect).
 
 use herald_core::CloudEvent;
+use herald_flow::pg::parse_config;
 use herald_flow::pg::tokio_postgres::{Client, Transaction};
 use herald_flow::source::SourcedEvent;
 use herald_flow::{FlowError, HandlerError, PgProjection, PgProjectionRunner};
@@ -94,7 +95,12 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
     let pg = PgServer::start();
     let bus = InMemoryBus::new();
     {
-        let runner = connect(&pg.url(), &bus, 256).await;
+        // A client the caller connected works as well as a connection string.
+        let config = parse_config(&pg.url()).expect("parse");
+        let client = herald_flow::pg::connect(&config).await.expect("connect");
+        let runner = PgProjectionRunner::with_client(client, bus.clone(), Ids::clean())
+            .await
+            .expect("runner on a client");
         let lag = runner.lag().await.expect("lag of an empty source");
         assert_eq!(
             (lag.head, lag.checkpoint, lag.positions_behind),
@@ -285,5 +291,50 @@ async fn a_lost_connection_is_an_error_then_the_runner_reconnects() {
     assert!(error.is_transient(), "{error}");
     pg.restart();
     assert_eq!(runner.catch_up().await.expect("after restart"), 5);
+    assert_eq!(rows(runner.client()).await.len(), 10);
+}
+
+/// Polls the checkpoint (through psql, as another process would) until it reaches
+/// `position`; panics after `timeout`.
+async fn wait_for_checkpoint(pg: &PgServer, position: i64, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let sql = "SELECT position FROM herald_checkpoints WHERE name = 'ids'";
+    while pg.query_i64("postgres", sql) != Some(position) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint did not reach {position} within {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_survives_a_server_restart() {
+    let pg = std::sync::Arc::new(PgServer::start());
+    let bus = InMemoryBus::new();
+    publish(&bus, &["a"; 5]);
+    let mut runner = connect(&pg.url(), &bus, 2).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let follow = runner.run(async {
+        let _ = stopped.await;
+    });
+    let outage = async {
+        let timeout = std::time::Duration::from_secs(30);
+        wait_for_checkpoint(&pg, 4, timeout).await;
+        // Stop, publish and restart off the runtime: the runner keeps polling meanwhile,
+        // loses its connection and meets refused ones with events waiting.
+        let (server, events) = (std::sync::Arc::clone(&pg), bus.clone());
+        tokio::task::spawn_blocking(move || {
+            server.stop();
+            publish(&events, &["b"; 5]);
+            server.restart();
+        })
+        .await
+        .expect("restart the server");
+        wait_for_checkpoint(&pg, 9, timeout).await;
+        let _ = stop.send(());
+    };
+    let (ran, ()) = tokio::join!(follow, outage);
+    ran.expect("run retries a lost connection instead of failing");
     assert_eq!(rows(runner.client()).await.len(), 10);
 }
