@@ -83,6 +83,13 @@ async fn connect(
         .with_batch_max(batch_max)
 }
 
+/// A fresh cluster, and a bus holding events of `types` (ids `e0`, `e1`, ...).
+fn cluster_and_bus(types: &[&str]) -> (PgServer, InMemoryBus) {
+    let bus = InMemoryBus::new();
+    publish(&bus, types);
+    (PgServer::start(), bus)
+}
+
 fn publish(bus: &InMemoryBus, types: &[&str]) {
     for ty in types {
         let id = format!("e{}", bus.len());
@@ -132,9 +139,7 @@ async fn resumes_from_the_checkpoint_without_double_applying() {
 
 #[tokio::test]
 async fn a_handler_error_mid_batch_rolls_back_model_and_checkpoint() {
-    let pg = PgServer::start();
-    let bus = InMemoryBus::new();
-    publish(&bus, &["a", "a", "a", "bad", "a"]);
+    let (pg, bus) = cluster_and_bus(&["a", "a", "a", "bad", "a"]);
     let poisoned = Ids {
         poison: Some("bad".into()),
     };
@@ -208,9 +213,7 @@ async fn rebuild_equals_the_incremental_model() {
 
 #[tokio::test]
 async fn two_racing_runners_apply_each_event_once() {
-    let pg = PgServer::start();
-    let bus = InMemoryBus::new();
-    publish(&bus, &["a"; 200]);
+    let (pg, bus) = cluster_and_bus(&["a"; 200]);
     let mut first = connect(&pg.url(), &bus, 3).await;
     let mut second = connect(&pg.url(), &bus, 3).await;
     let (applied_first, applied_second) = tokio::join!(first.catch_up(), second.catch_up());
@@ -276,9 +279,7 @@ async fn bad_connection_strings_and_unreachable_servers_are_clear_errors() {
 
 #[tokio::test]
 async fn a_lost_connection_is_an_error_then_the_runner_reconnects() {
-    let pg = PgServer::start();
-    let bus = InMemoryBus::new();
-    publish(&bus, &["a"; 5]);
+    let (pg, bus) = cluster_and_bus(&["a"; 5]);
     let mut runner = connect(&pg.url(), &bus, 256).await;
     assert_eq!(runner.catch_up().await.expect("catch up"), 5);
     pg.stop();
@@ -310,9 +311,8 @@ async fn wait_for_checkpoint(pg: &PgServer, position: i64, timeout: std::time::D
 
 #[tokio::test]
 async fn run_survives_a_server_restart() {
-    let pg = std::sync::Arc::new(PgServer::start());
-    let bus = InMemoryBus::new();
-    publish(&bus, &["a"; 5]);
+    let (pg, bus) = cluster_and_bus(&["a"; 5]);
+    let pg = std::sync::Arc::new(pg);
     let mut runner = connect(&pg.url(), &bus, 2).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let follow = runner.run(async {
