@@ -15,12 +15,12 @@ use futures::future::join_all;
 use herald_core::codec::encode_event_to_vec;
 use herald_core::name::validate_name;
 use herald_core::CloudEvent;
-use herald_log::{PartitionLog, Record};
+use herald_log::Record;
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::activity::ActivityTracker;
-use crate::config::{BrokerConfig, TopicConfig};
+use crate::config::{BrokerConfig, StorageBackend, TopicConfig};
 use crate::dedup::{dedup_key, wait_in_flight, Claim, DedupKey, KeyMap};
 use crate::delay::{self, DelaySchedule, DelayedTarget, DeliveryBatches, DELAYED_TOPIC};
 use crate::error::BrokerError;
@@ -32,6 +32,7 @@ use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
 use crate::schemas::SchemaStore;
+use crate::storage::{JetStreamBackend, PartitionStore};
 use crate::topic::Topic;
 use herald_core::schema::{Compatibility, Registration, TypeSummary};
 
@@ -120,6 +121,8 @@ struct Inner {
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// The JetStream connection when partitions live there.
+    jetstream: Option<JetStreamBackend>,
     _lock: File,
 }
 
@@ -134,20 +137,37 @@ impl Broker {
         let started = Instant::now();
         let data_dir = config.data_dir.clone();
         let queue_depth = config.partition_queue_depth_max;
-        let (lock, topics, committed, delay, schemas) = tokio::task::spawn_blocking(move || {
+        let jetstream = match &config.storage {
+            StorageBackend::Local => None,
+            StorageBackend::JetStream(js) => Some(JetStreamBackend::connect(js.clone()).await?),
+        };
+        let local = jetstream.is_none();
+        let (lock, opened, committed, delay, schemas) = tokio::task::spawn_blocking(move || {
             let lock = metadata::lock_data_dir(&data_dir)?;
-            let mut topics = BTreeMap::new();
+            let mut opened = Vec::new();
             for meta in metadata::load_topic_metas(&data_dir)? {
-                let name = meta.name.clone();
-                topics.insert(name, Arc::new(Topic::open(&data_dir, meta, queue_depth)?));
+                let partitions = if local {
+                    Topic::open_local_partitions(&data_dir, &meta, queue_depth)?
+                } else {
+                    Vec::new()
+                };
+                opened.push((meta, partitions));
             }
             let committed = OffsetStore::new(&data_dir).load_all()?;
             let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
             let schemas = SchemaStore::load(data_dir.join("schemas.json"))?;
-            Ok::<_, BrokerError>((lock, topics, committed, delay, schemas))
+            Ok::<_, BrokerError>((lock, opened, committed, delay, schemas))
         })
         .await
         .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
+        let mut topics = BTreeMap::new();
+        for (meta, mut partitions) in opened {
+            if let Some(backend) = &jetstream {
+                partitions = Topic::open_jetstream_partitions(backend, &meta).await?;
+            }
+            let name = meta.name.clone();
+            topics.insert(name, Arc::new(Topic::new(meta, partitions).await?));
+        }
         tracing::info!(
             topics = topics.len(),
             groups = committed.len(),
@@ -172,6 +192,7 @@ impl Broker {
                 shutting_down: AtomicBool::new(false),
                 shutdown_signal: tokio::sync::watch::channel(false).0,
                 background: Mutex::new(Vec::new()),
+                jetstream,
                 _lock: lock,
             }),
         };
@@ -256,16 +277,27 @@ impl Broker {
         };
         let data_dir = self.inner.config.data_dir.clone();
         let queue_depth = self.inner.config.partition_queue_depth_max;
+        // Partitions first, metadata last: a crash in between leaves partitions without
+        // topic.json, which recovery removes (embedded) or reuses (JetStream streams).
+        let partitions = match &self.inner.jetstream {
+            Some(backend) => Topic::open_jetstream_partitions(backend, &meta).await?,
+            None => {
+                let meta = meta.clone();
+                let dir = data_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    Topic::open_local_partitions(&dir, &meta, queue_depth)
+                })
+                .await
+                .map_err(|e| BrokerError::io(&data_dir, std::io::Error::other(e)))??
+            }
+        };
         let meta_for_disk = meta.clone();
-        let topic = tokio::task::spawn_blocking(move || {
-            // Partitions first, metadata last: a crash in between leaves a directory
-            // without topic.json, which recovery removes.
-            let topic = Topic::open(&data_dir, meta_for_disk.clone(), queue_depth)?;
-            metadata::store_topic_meta(&data_dir, &meta_for_disk)?;
-            Ok::<_, BrokerError>(topic)
-        })
-        .await
-        .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || metadata::store_topic_meta(&data_dir, &meta_for_disk))
+            .await
+            .map_err(|e| {
+                BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e))
+            })??;
+        let topic = Topic::new(meta.clone(), partitions).await?;
         self.inner
             .topics
             .write()
@@ -291,12 +323,18 @@ impl Broker {
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))?;
         let data_dir = self.inner.config.data_dir.clone();
         let owned_name = name.to_string();
+        let partitions = topic.partition_count();
         tokio::task::spawn_blocking(move || {
             topic.close();
             metadata::delete_topic_dir(&data_dir, &owned_name)
         })
         .await
         .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
+        if let Some(backend) = &self.inner.jetstream {
+            for p in 0..partitions {
+                backend.delete_partition(name, p).await?;
+            }
+        }
         self.forget_topic_in_groups(name).await;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
@@ -338,6 +376,24 @@ impl Broker {
             .values()
             .map(|t| t.meta.clone())
             .collect()
+    }
+
+    /// Re-reads partition sizes and bounds from the storage backend (JetStream partitions
+    /// otherwise refresh them every few seconds; the embedded log is always current).
+    /// `None`: every topic. Failures are logged; the cached figures stay.
+    pub async fn refresh_stats(&self, topic: Option<&str>) {
+        if self.inner.jetstream.is_none() {
+            return;
+        }
+        let topics: Vec<Arc<Topic>> = match topic {
+            Some(name) => self.topic(name).into_iter().collect(),
+            None => self.inner.topics.read().values().cloned().collect(),
+        };
+        let refreshes = topics
+            .iter()
+            .flat_map(|t| t.partitions().iter())
+            .map(PartitionStore::refresh);
+        join_all(refreshes).await;
     }
 
     /// The topic called `name`.
@@ -474,9 +530,9 @@ impl Broker {
             let log = topic.partition(partition).cloned();
             let bytes: u64 = records.iter().map(record_payload_bytes).sum();
             async move {
-                let outcome = log?.append(records).await?;
+                let appended = log?.append(records).await?;
                 count_appended(topic_name, partition, indexes.len(), bytes);
-                Ok::<_, BrokerError>((partition, indexes, outcome.base_offset))
+                Ok::<_, BrokerError>((partition, indexes, appended))
             }
         });
         let mut receipts: Vec<Option<PublishReceipt>> = vec![None; entries.len()];
@@ -487,9 +543,14 @@ impl Broker {
         let mut failure = None;
         for result in join_all(appends).await {
             match result {
-                Ok((partition, indexes, base_offset)) => {
+                Ok((partition, indexes, appended)) => {
                     for (i, index) in indexes.into_iter().enumerate() {
-                        let offset = base_offset + i as u64;
+                        let Some(offset) = appended.offset(i) else {
+                            failure = Some(BrokerError::Unavailable(format!(
+                                "the store acknowledged fewer records than were appended to {topic_name}/{partition}"
+                            )));
+                            break;
+                        };
                         if let Some(&key) = keys.get(index) {
                             positions.insert(key, (partition, offset));
                         }
@@ -596,15 +657,15 @@ impl Broker {
         let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
         let mut offset = self.inner.delay.floor().max(log.start_offset());
         while offset < log.next_offset() {
-            let batch = match log.read(offset, 4096, FETCH_BYTES_MAX) {
+            let batch = match log.read(offset, 4096, FETCH_BYTES_MAX).await {
                 Ok(batch) => batch,
-                Err(error @ herald_log::LogError::Corrupt { .. }) => {
+                Err(error @ BrokerError::Storage(herald_log::LogError::Corrupt { .. })) => {
                     let resume = log.offset_after_damage(offset);
                     tracing::error!(offset, resume, %error, "delayed events: skipping damaged data");
                     offset = resume;
                     continue;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(error),
             };
             let Some(last) = batch.last() else { break };
             offset = last.offset + 1;
@@ -691,7 +752,11 @@ impl Broker {
         let mut batches: DeliveryBatches = BTreeMap::new();
         let mut delivered = Vec::new();
         for &(_, offset) in &due {
-            let stored = log.read(offset, 1, FETCH_BYTES_MAX)?.into_iter().next();
+            let stored = log
+                .read(offset, 1, FETCH_BYTES_MAX)
+                .await?
+                .into_iter()
+                .next();
             let Some(stored) = stored.filter(|s| s.offset == offset) else {
                 tracing::error!(offset, "delayed event is missing from the log; dropped");
                 delivered.push(offset);
@@ -746,15 +811,15 @@ impl Broker {
     // ---- fetch ----
 
     /// Resolves a seek position to an offset of `log`.
-    pub fn resolve_position(
-        log: &PartitionLog,
+    pub async fn resolve_position(
+        log: &PartitionStore,
         position: SeekPosition,
     ) -> Result<u64, BrokerError> {
         Ok(match position {
             SeekPosition::Offset(o) => o,
             SeekPosition::Earliest => log.start_offset(),
             SeekPosition::Latest => log.next_offset(),
-            SeekPosition::Time(ms) => log.offset_for_timestamp(ms)?,
+            SeekPosition::Time(ms) => log.offset_for_timestamp(ms).await?,
         })
     }
 
@@ -770,7 +835,7 @@ impl Broker {
     ) -> Result<FetchResult, BrokerError> {
         let topic = self.topic(topic_name)?;
         let log = topic.partition(partition)?.clone();
-        let offset = Self::resolve_position(&log, position)?;
+        let offset = Self::resolve_position(&log, position).await?;
         let max = max.clamp(1, FETCH_EVENTS_MAX);
         let deadline = Instant::now() + wait.min(FETCH_WAIT_MAX);
         loop {
@@ -785,7 +850,7 @@ impl Broker {
                     end,
                 });
             }
-            let stored = log.read(offset, max, FETCH_BYTES_MAX)?;
+            let stored = log.read(offset, max, FETCH_BYTES_MAX).await?;
             let now = Instant::now();
             if !stored.is_empty() || now >= deadline || self.is_shutting_down() {
                 let events = stored
@@ -989,7 +1054,9 @@ impl Broker {
                 let log = topic.partition(a.partition)?;
                 watches.push((log.watch(), *position));
                 let position = (*position).max(log.start_offset());
-                let stored = log.read(position, max - events.len(), FETCH_BYTES_MAX)?;
+                let stored = log
+                    .read(position, max - events.len(), FETCH_BYTES_MAX)
+                    .await?;
                 for r in stored {
                     events.push(EventRecord::from_stored(&a.topic, a.partition, r)?);
                 }
@@ -1185,8 +1252,9 @@ impl Broker {
         let topic = self.topic(topic_name)?;
         let mut positions = Vec::new();
         for (p, log) in topic.partitions().iter().enumerate() {
-            let offset =
-                Self::resolve_position(log, to)?.clamp(log.start_offset(), log.next_offset());
+            let offset = Self::resolve_position(log, to)
+                .await?
+                .clamp(log.start_offset(), log.next_offset());
             positions.push((p as u32, offset));
         }
         let writer = self.group_writer(group);

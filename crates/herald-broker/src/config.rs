@@ -23,6 +23,18 @@ pub struct BrokerConfig {
     pub session_check_interval: Duration,
     /// Per-partition writer queue depth before publishes get backpressure.
     pub partition_queue_depth_max: usize,
+    /// Where topic partitions are stored.
+    pub storage: StorageBackend,
+}
+
+/// Where topic partitions live. Metadata, group offsets and schedules stay in `data_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// Herald's own log under `data_dir` (the default).
+    #[default]
+    Local,
+    /// One JetStream stream per partition on a NATS server or cluster.
+    JetStream(crate::storage::JetStreamConfig),
 }
 
 impl BrokerConfig {
@@ -33,6 +45,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(30),
             session_check_interval: Duration::from_millis(250),
             partition_queue_depth_max: 4096,
+            storage: StorageBackend::Local,
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum BrokerError {
     Backpressure,
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The storage backend (JetStream) cannot be reached or refused the operation.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     #[error("data directory {path} is in use by another herald process")]
     DataDirLocked { path: String },
     #[error("{0}")]
@@ -85,7 +88,7 @@ impl BrokerError {
             BrokerError::PayloadTooLarge { .. } => "payload_too_large",
             BrokerError::OffsetOutOfRange { .. } => "offset_out_of_range",
             BrokerError::Backpressure => "backpressure",
-            BrokerError::ShuttingDown => "unavailable",
+            BrokerError::ShuttingDown | BrokerError::Unavailable(_) => "unavailable",
             BrokerError::Schema(e) => e.code(),
             BrokerError::EventSchema { error, .. } => error.code(),
             BrokerError::Storage(LogError::Corrupt { .. }) => "data_corrupt",
@@ -116,7 +119,7 @@ impl BrokerError {
             BrokerError::Schema(_) | BrokerError::EventSchema { .. } => 400,
             BrokerError::OffsetOutOfRange { .. } => 416,
             BrokerError::Backpressure => 429,
-            BrokerError::ShuttingDown => 503,
+            BrokerError::ShuttingDown | BrokerError::Unavailable(_) => 503,
             BrokerError::Storage(s) if s.is_retryable() => 503,
             BrokerError::Io { source, .. } if is_no_space(source) => 503,
             _ => 500,
@@ -139,7 +142,7 @@ impl BrokerError {
     /// Whether the same request may succeed if retried later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            BrokerError::Backpressure => true,
+            BrokerError::Backpressure | BrokerError::Unavailable(_) => true,
             BrokerError::Storage(e) => e.is_retryable(),
             BrokerError::Io { source, .. } => is_no_space(source),
             _ => false,

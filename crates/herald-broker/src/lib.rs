@@ -10,6 +10,7 @@
 //! - [`config`]: broker and per-topic configuration.
 //! - [`delay`]: delayed delivery through an internal topic and a durable schedule.
 //! - [`activity`]: recent publish rates per topic and producer source (console).
+//! - [`storage`]: where partitions live: the embedded log or JetStream.
 //! - [`dedup`]: per-topic publish deduplication by (source, id) within a window.
 //!
 //! Invariants: every name reaching the file system passed [`herald_core::name::validate_name`];
@@ -28,6 +29,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod record;
 pub mod schemas;
+pub mod storage;
 pub mod topic;
 
 pub use broker::{Broker, FetchResult, PublishReceipt, ScheduledReceipt, SeekPosition};
@@ -35,3 +37,4 @@ pub use config::{BrokerConfig, FsyncMode, TopicConfig};
 pub use error::BrokerError;
 pub use group::{Assignment, GroupDescription, JoinOptions, MemberFetch, OffsetReset};
 pub use record::EventRecord;
+pub use storage::{Appended, JetStreamConfig, PartitionStore};

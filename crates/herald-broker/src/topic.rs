@@ -1,4 +1,4 @@
-//! One topic: its metadata and one [`PartitionLog`] per partition.
+//! One topic: its metadata and one [`PartitionStore`] per partition.
 //!
 //! Invariant: `partitions.len() == meta.config.partitions`, fixed for the topic's life.
 
@@ -9,31 +9,54 @@ use std::sync::Arc;
 use herald_core::partitioner::partition_for_key;
 use herald_log::PartitionLog;
 
+use crate::storage::{JetStreamBackend, PartitionStore};
+
 use crate::dedup::DedupWindow;
 use crate::error::BrokerError;
 use crate::metadata::{partition_dir, TopicMeta};
 
 pub struct Topic {
     pub meta: TopicMeta,
-    partitions: Vec<Arc<PartitionLog>>,
+    partitions: Vec<PartitionStore>,
     round_robin: AtomicU32,
     dedup: Option<Arc<DedupWindow>>,
 }
 
 impl Topic {
-    /// Opens (and recovers) every partition log of a topic.
-    pub fn open(
+    /// Opens (and recovers) every embedded partition log of a topic (blocking I/O).
+    pub fn open_local_partitions(
         data_dir: &Path,
-        meta: TopicMeta,
+        meta: &TopicMeta,
         queue_depth_max: usize,
-    ) -> Result<Self, BrokerError> {
+    ) -> Result<Vec<PartitionStore>, BrokerError> {
         let log_config = meta.config.log_config(queue_depth_max);
-        let partitions = (0..meta.config.partitions)
+        (0..meta.config.partitions)
             .map(|p| {
                 PartitionLog::open(partition_dir(data_dir, &meta.name, p), log_config.clone())
+                    .map(PartitionStore::Local)
                     .map_err(BrokerError::from)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect()
+    }
+
+    /// Opens (creating) the JetStream stream of every partition of a topic.
+    pub async fn open_jetstream_partitions(
+        backend: &JetStreamBackend,
+        meta: &TopicMeta,
+    ) -> Result<Vec<PartitionStore>, BrokerError> {
+        let mut partitions = Vec::with_capacity(meta.config.partitions as usize);
+        for p in 0..meta.config.partitions {
+            let partition = backend.open_partition(&meta.name, p, &meta.config).await?;
+            partitions.push(PartitionStore::JetStream(partition));
+        }
+        Ok(partitions)
+    }
+
+    /// A topic over its opened partitions; rebuilds the dedup window from them.
+    pub async fn new(
+        meta: TopicMeta,
+        partitions: Vec<PartitionStore>,
+    ) -> Result<Self, BrokerError> {
         let dedup = (meta.config.dedup_window_ms > 0)
             .then(|| DedupWindow::new(meta.config.dedup_window_ms, meta.config.dedup_entries_max));
         let topic = Self {
@@ -42,7 +65,7 @@ impl Topic {
             round_robin: AtomicU32::new(0),
             dedup,
         };
-        topic.rebuild_dedup_window()?;
+        topic.rebuild_dedup_window().await?;
         Ok(topic)
     }
 
@@ -52,7 +75,7 @@ impl Topic {
     }
 
     /// Re-reads the events appended within the dedup window (after a restart).
-    fn rebuild_dedup_window(&self) -> Result<(), BrokerError> {
+    async fn rebuild_dedup_window(&self) -> Result<(), BrokerError> {
         let Some(dedup) = &self.dedup else {
             return Ok(());
         };
@@ -60,20 +83,23 @@ impl Topic {
         for (p, log) in self.partitions.iter().enumerate() {
             // Damaged stored data must not keep the broker from starting: it is skipped
             // here (and reported to whoever reads it).
-            let mut offset = log.offset_for_timestamp(since).unwrap_or_else(|error| {
-                tracing::error!(topic = %self.meta.name, partition = p, %error, "dedup window: timestamp lookup failed; scanning the partition");
-                log.start_offset()
-            });
+            let mut offset = match log.offset_for_timestamp(since).await {
+                Ok(offset) => offset,
+                Err(error) => {
+                    tracing::error!(topic = %self.meta.name, partition = p, %error, "dedup window: timestamp lookup failed; scanning the partition");
+                    log.start_offset()
+                }
+            };
             while offset < log.next_offset() {
-                let batch = match log.read(offset, 4096, 4 * 1024 * 1024) {
+                let batch = match log.read(offset, 4096, 4 * 1024 * 1024).await {
                     Ok(batch) => batch,
-                    Err(error @ herald_log::LogError::Corrupt { .. }) => {
+                    Err(error @ BrokerError::Storage(herald_log::LogError::Corrupt { .. })) => {
                         let resume = log.offset_after_damage(offset);
                         tracing::error!(topic = %self.meta.name, partition = p, offset, resume, %error, "dedup window: skipping damaged data");
                         offset = resume;
                         continue;
                     }
-                    Err(error) => return Err(error.into()),
+                    Err(error) => return Err(error),
                 };
                 let Some(last) = batch.last() else { break };
                 offset = last.offset + 1;
@@ -103,12 +129,12 @@ impl Topic {
         self.partitions.len() as u32
     }
 
-    pub fn partitions(&self) -> &[Arc<PartitionLog>] {
+    pub fn partitions(&self) -> &[PartitionStore] {
         &self.partitions
     }
 
     /// The log of `partition`, or a clear error naming the valid range.
-    pub fn partition(&self, partition: u32) -> Result<&Arc<PartitionLog>, BrokerError> {
+    pub fn partition(&self, partition: u32) -> Result<&PartitionStore, BrokerError> {
         self.partitions
             .get(partition as usize)
             .ok_or_else(|| BrokerError::PartitionNotFound {

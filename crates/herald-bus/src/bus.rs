@@ -101,12 +101,12 @@ struct Inner {
 }
 
 /// The highest source offset per partition found in a queue log from `from` on.
-fn scan_copied(queue: &Queue, from: u64) -> Result<HashMap<(String, u32), u64>, BusError> {
+async fn scan_copied(queue: &Queue, from: u64) -> Result<HashMap<(String, u32), u64>, BusError> {
     let log = queue.log();
     let mut offset = from.clamp(log.start_offset(), log.next_offset());
     let mut out: HashMap<(String, u32), u64> = HashMap::new();
     while offset < log.next_offset() {
-        let records = log.read(offset, 4096, 16 * 1024 * 1024)?;
+        let records = log.read(offset, 4096, 16 * 1024 * 1024).await?;
         let Some(last) = records.last().map(|r| r.offset) else {
             break;
         };
@@ -226,12 +226,7 @@ impl Bus {
                         q.subscription == spec.name && q.created_at_ms == record.created_at_ms
                     })
                     .map_or(0, |q| q.end);
-                let scan_queue = Arc::clone(&queue);
-                last_copied = tokio::task::spawn_blocking(move || scan_copied(&scan_queue, from))
-                    .await
-                    .map_err(|e| {
-                        BusError::io(std::path::Path::new("."), std::io::Error::other(e))
-                    })??;
+                last_copied = scan_copied(&queue, from).await?;
             }
             Some(queue)
         } else {
@@ -641,7 +636,7 @@ impl Bus {
                             ),
                         ));
                     }
-                    for stored in log.read(offset, 1, usize::MAX)? {
+                    for stored in log.read(offset, 1, usize::MAX).await? {
                         out.push(EventRecord::from_stored(topic, partition, stored)?);
                     }
                 }
@@ -650,11 +645,13 @@ impl Bus {
                 let mut offset = log.start_offset();
                 let end = log.next_offset();
                 while offset < end && out.len() < DLQ_READ_MAX {
-                    let stored = log.read(
-                        offset,
-                        (DLQ_READ_MAX - out.len()).min(1000),
-                        8 * 1024 * 1024,
-                    )?;
+                    let stored = log
+                        .read(
+                            offset,
+                            (DLQ_READ_MAX - out.len()).min(1000),
+                            8 * 1024 * 1024,
+                        )
+                        .await?;
                     let Some(last) = stored.last().map(|r| r.offset) else {
                         break;
                     };

@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_broker::PartitionStore;
 use herald_broker::{Broker, BrokerError, EventRecord};
 use herald_core::CloudEvent;
-use herald_log::PartitionLog;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -192,7 +192,7 @@ impl Dispatcher {
         topic: &str,
         created_at_ms: i64,
         partition: u32,
-        log: &PartitionLog,
+        log: &PartitionStore,
         table: &RoutingTable,
     ) -> u64 {
         let saved = self
@@ -220,7 +220,7 @@ impl Dispatcher {
         topic: String,
         created_at_ms: i64,
         partition: u32,
-        log: Arc<PartitionLog>,
+        log: PartitionStore,
         mut position: u64,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -261,14 +261,14 @@ impl Dispatcher {
         topic: &str,
         created_at_ms: i64,
         partition: u32,
-        log: &PartitionLog,
+        log: &PartitionStore,
         position: u64,
     ) -> Result<u64, BusError> {
         let _gate = self.gate.read().await;
         // The end is read before the table: see the module docs.
         let end = log.next_offset();
         let table = self.table();
-        let records = log.read(position, READ_RECORDS, READ_BYTES)?;
+        let records = log.read(position, READ_RECORDS, READ_BYTES).await?;
         let records: Vec<_> = records.into_iter().filter(|r| r.offset < end).collect();
         let Some(last) = records.last().map(|r| r.offset) else {
             return Ok(position);

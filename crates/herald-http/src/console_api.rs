@@ -169,7 +169,9 @@ pub async fn browse(
     let broker = &state.broker;
     let topic_handle = broker.topic(&topic)?;
     let log = topic_handle.partition(partition)?.clone();
-    let from = Broker::resolve_position(&log, position)?.max(log.start_offset());
+    let from = Broker::resolve_position(&log, position)
+        .await?
+        .max(log.start_offset());
     let end = log.next_offset();
     let mut events = Vec::new();
     let mut offset = from.min(end);
@@ -302,7 +304,7 @@ impl ChainScan {
                 let end = log.next_offset();
                 let mut from = end.saturating_sub(per_partition).max(log.start_offset());
                 if let Some(ms) = since_ms {
-                    let at = log.offset_for_timestamp(ms).unwrap_or(end);
+                    let at = log.offset_for_timestamp(ms).await.unwrap_or(end);
                     if at < from {
                         scan.truncated = true;
                     }

@@ -76,6 +76,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
+    state.broker.refresh_stats(None).await;
     render_broker_state(&state, &mut out);
     if let Some(bus) = &state.bus {
         render_bus_state(bus, &state, &mut out);

@@ -39,8 +39,9 @@ pub async fn stream(
     let (tx, rx) = mpsc::channel(SSE_BUFFER_EVENTS);
     for partition in partitions {
         let log = topic.partition(partition)?;
-        let start =
-            Broker::resolve_position(log, position)?.clamp(log.start_offset(), log.next_offset());
+        let start = Broker::resolve_position(log, position)
+            .await?
+            .clamp(log.start_offset(), log.next_offset());
         tokio::spawn(pump(
             state.broker.clone(),
             topic_name.clone(),

@@ -82,6 +82,7 @@ pub async fn list(
     Query(query): Query<QueryMap>,
 ) -> Json<Value> {
     let internal = query.get("internal").is_some_and(|v| v == "true");
+    state.broker.refresh_stats(None).await;
     let topics: Vec<Value> = state
         .broker
         .list_topics()
@@ -98,6 +99,7 @@ pub async fn describe(
     Path(topic): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let topic = state.broker.topic(&topic)?;
+    state.broker.refresh_stats(Some(topic.name())).await;
     Ok(Json(describe_json(&state.broker, &topic.meta)))
 }
 

@@ -38,6 +38,8 @@ pub fn kafka_code(error: &BrokerError) -> i16 {
         BrokerError::Backpressure => ResponseError::RequestTimedOut,
         // Retriable: the client refreshes metadata and retries (against the restarted server).
         BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        // Retriable: the storage backend (JetStream) is unreachable for now.
+        BrokerError::Unavailable(_) => ResponseError::KafkaStorageError,
         BrokerError::Storage(e) if e.is_retryable() => ResponseError::KafkaStorageError,
         // Stored data failed its CRC or offset checks: never served.
         BrokerError::Storage(herald_log::LogError::Corrupt { .. }) => ResponseError::CorruptMessage,

@@ -120,6 +120,24 @@ pub struct ServeArgs {
     /// IPs). Unset: any host.
     #[arg(long, env = "HERALD_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
     webhook_allow_hosts: Option<Vec<String>>,
+    /// Where topic partitions are stored: `local` (Herald's own log under --data-dir,
+    /// the default) or `jetstream` (NATS JetStream at --nats-url).
+    #[arg(long, env = "HERALD_STORAGE")]
+    storage: Option<StorageKind>,
+    /// NATS server URL(s) for `--storage jetstream`, comma-separated.
+    #[arg(long, env = "HERALD_NATS_URL")]
+    nats_url: Option<String>,
+    /// Replicas of each JetStream stream Herald creates (default 1; 3 on a 3-node cluster).
+    #[arg(long, env = "HERALD_NATS_REPLICAS")]
+    nats_replicas: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Local,
+    Jetstream,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, clap::ValueEnum, PartialEq, Eq)]
@@ -159,6 +177,9 @@ struct FileConfig {
     kafka_request_timeout_ms: Option<u64>,
     write_stall_timeout_ms: Option<u64>,
     webhook_allow_hosts: Option<Vec<String>>,
+    storage: Option<StorageKind>,
+    nats_url: Option<String>,
+    nats_replicas: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -185,6 +206,7 @@ struct ServeConfig {
     kafka_idle_timeout: Option<Duration>,
     kafka_request_timeout: Option<Duration>,
     webhook_allow_hosts: Option<Vec<String>>,
+    storage: herald_broker::config::StorageBackend,
 }
 
 /// The resolved Kafka listener settings.
@@ -320,7 +342,43 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             .or(file.kafka_request_timeout_ms)
             .map(Duration::from_millis),
         webhook_allow_hosts: args.webhook_allow_hosts.or(file.webhook_allow_hosts),
+        storage: resolve_storage(
+            args.storage.or(file.storage).unwrap_or_default(),
+            args.nats_url.or(file.nats_url),
+            args.nats_replicas.or(file.nats_replicas),
+        )?,
     })
+}
+
+fn resolve_storage(
+    kind: StorageKind,
+    nats_url: Option<String>,
+    replicas: Option<usize>,
+) -> anyhow::Result<herald_broker::config::StorageBackend> {
+    use herald_broker::config::StorageBackend;
+    match kind {
+        StorageKind::Local => {
+            if nats_url.is_some() || replicas.is_some() {
+                anyhow::bail!("nats_url and nats_replicas need storage = \"jetstream\"");
+            }
+            Ok(StorageBackend::Local)
+        }
+        StorageKind::Jetstream => {
+            let Some(url) = nats_url.filter(|u| !u.trim().is_empty()) else {
+                anyhow::bail!(
+                    "storage = \"jetstream\" needs nats_url (e.g. nats://127.0.0.1:4222)"
+                );
+            };
+            let mut config = herald_broker::JetStreamConfig::new(url);
+            if let Some(replicas) = replicas {
+                if !(1..=5).contains(&replicas) {
+                    anyhow::bail!("nats_replicas must be between 1 and 5, got {replicas}");
+                }
+                config.replicas = replicas;
+            }
+            Ok(StorageBackend::JetStream(config))
+        }
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -356,6 +414,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.max_event_bytes = config.max_event_bytes;
+    broker_config.storage = config.storage.clone();
     let broker = Broker::open(broker_config)
         .await
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_broker::PartitionStore;
 use herald_broker::{Broker, BrokerError, TopicConfig};
 use herald_core::codec::decode_event;
 use herald_core::{CloudEvent, ExtensionValue};
-use herald_log::PartitionLog;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -127,7 +127,7 @@ pub struct QueueConfig {
 pub struct Queue {
     config: QueueConfig,
     broker: Broker,
-    log: Arc<PartitionLog>,
+    log: PartitionStore,
     state: Mutex<QueueState>,
     journal: Journal,
     /// Woken when messages may have become ready (nack, expiry, redrive).
@@ -198,7 +198,7 @@ impl Queue {
         &self.config
     }
 
-    pub fn log(&self) -> &Arc<PartitionLog> {
+    pub fn log(&self) -> &PartitionStore {
         &self.log
     }
 
@@ -249,7 +249,7 @@ impl Queue {
                     })
                     .collect();
                 self.journal.append(&entries).await?;
-                return self.read_messages(&leased);
+                return self.read_messages(&leased).await;
             }
             let now = Instant::now();
             if now >= deadline || self.broker.is_shutting_down() {
@@ -273,7 +273,7 @@ impl Queue {
     }
 
     /// Reads the events of leased messages (ascending offsets), run by run.
-    fn read_messages(&self, leased: &[Leased]) -> Result<Vec<Message>, BusError> {
+    async fn read_messages(&self, leased: &[Leased]) -> Result<Vec<Message>, BusError> {
         let mut out = Vec::with_capacity(leased.len());
         let mut i = 0;
         while let Some(first) = leased.get(i) {
@@ -288,7 +288,10 @@ impl Queue {
             let mut records = Vec::with_capacity(run);
             while records.len() < run {
                 let from = start + records.len() as u64;
-                let got = self.log.read(from, run - records.len(), 64 * 1024 * 1024)?;
+                let got = self
+                    .log
+                    .read(from, run - records.len(), 64 * 1024 * 1024)
+                    .await?;
                 if got.is_empty() {
                     break;
                 }
@@ -297,7 +300,7 @@ impl Queue {
             for (lease, record) in leased.iter().skip(i).zip(records) {
                 let event = decode_event(&record.value).map_err(|e| {
                     BusError::Storage(herald_log::LogError::Corrupt {
-                        path: self.log.dir().to_path_buf(),
+                        path: self.log.location(),
                         position: record.offset,
                         reason: format!("queued event does not decode: {e}"),
                     })
@@ -477,13 +480,13 @@ impl Queue {
         let dead_at = herald_broker::record::format_time_ms(now_ms());
         let mut entries = Vec::with_capacity(batch.len());
         for (offset, count, reason) in batch {
-            let records = self.log.read(*offset, 1, usize::MAX)?;
+            let records = self.log.read(*offset, 1, usize::MAX).await?;
             let Some(record) = records.into_iter().next() else {
                 continue;
             };
             let mut event = decode_event(&record.value).map_err(|e| {
                 BusError::Storage(herald_log::LogError::Corrupt {
-                    path: self.log.dir().to_path_buf(),
+                    path: self.log.location(),
                     position: record.offset,
                     reason: format!("queued event does not decode: {e}"),
                 })

@@ -38,7 +38,7 @@ pub async fn handle(shared: &Shared, version: i16, request: FetchRequest) -> Fet
     let mut stop = shared.stop.clone();
     let mut stopping = false;
     loop {
-        let (topics, bytes, errors, watches) = read_all(shared, &request.topics, max_bytes);
+        let (topics, bytes, errors, watches) = read_all(shared, &request.topics, max_bytes).await;
         let now = Instant::now();
         stopping |= *stop.borrow();
         if errors || bytes >= min_bytes || now >= deadline || stopping || watches.is_empty() {
@@ -62,7 +62,7 @@ type Watches = Vec<(tokio::sync::watch::Receiver<u64>, u64)>;
 
 /// Reads every requested partition once. Returns the topics, the record bytes, whether a
 /// partition failed, and a watch (with the end offset seen) per readable partition.
-fn read_all(
+async fn read_all(
     shared: &Shared,
     topics: &[FetchTopic],
     max_bytes: usize,
@@ -86,7 +86,8 @@ fn read_all(
                 p.fetch_offset,
                 limit,
                 total == 0,
-            );
+            )
+            .await;
             errors |= data.error_code != 0;
             if let Some(w) = watch {
                 watches.push(w);
@@ -104,7 +105,7 @@ fn read_all(
     (responses, total, errors, watches)
 }
 
-fn read_partition(
+async fn read_partition(
     shared: &Shared,
     topic: &str,
     partition: i32,
@@ -149,11 +150,14 @@ fn read_partition(
     if offset == end || (limit == 0 && !first_with_data) {
         return (base.with_records(Some(bytes::Bytes::new())), 0, watch);
     }
-    let stored = match log.read(offset, RECORDS_PER_PARTITION_MAX, limit.max(1)) {
+    let stored = match log
+        .read(offset, RECORDS_PER_PARTITION_MAX, limit.max(1))
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(topic, partition, error = %e, "kafka fetch: read failed");
-            let code = kafka_code(&herald_broker::BrokerError::from(e));
+            let code = kafka_code(&e);
             return (base.with_error_code(code), 0, None);
         }
     };

@@ -159,7 +159,7 @@ pub async fn handle(
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shared, version, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(shared, version, r))
+            ResponseKind::ListOffsets(list_offsets::handle(shared, version, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(shared, version, r))

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,9 @@ pub fn herald_bin() -> &'static str {
 
 /// A running (or stopped) `herald serve` process with its own data directory.
 pub struct Server {
+    /// The JetStream server behind this Herald when the suite runs on JetStream; it
+    /// outlives restarts of the Herald process (declared first: dropped before `root`).
+    nats: Option<nats::NatsServer>,
     /// Holds `data_dir`; removed when the server is dropped.
     root: tempfile::TempDir,
     data_dir: PathBuf,
@@ -67,7 +72,14 @@ impl Server {
         // directory by one level is still inside `root` and can be detected.
         let data_dir = root.path().join("data");
         std::fs::create_dir(&data_dir).expect("create data directory");
-        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let nats =
+            (nats::jetstream_suite() && !extra_args.iter().any(|a| a == "--storage")).then(|| {
+                let nats = nats::NatsServer::start_temp();
+                extra_args.extend(["--storage".into(), "jetstream".into()]);
+                extra_args.extend(["--nats-url".into(), nats.url()]);
+                nats
+            });
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         let (child, listening) = spawn_server(&data_dir, &extra_args, &stderr_tail);
         Server {
@@ -79,6 +91,7 @@ impl Server {
             kafka_addr: listening.kafka,
             stderr_tail,
             api: Api::new(listening.http),
+            nats,
         }
     }
 
@@ -235,6 +248,9 @@ fn spawn_server(
         .env_remove("HERALD_KAFKA_DEFAULT_PARTITIONS")
         .env_remove("HERALD_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS")
         .env_remove("HERALD_OTLP_ENDPOINT")
+        .env_remove("HERALD_STORAGE")
+        .env_remove("HERALD_NATS_URL")
+        .env_remove("HERALD_NATS_REPLICAS")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,0 +1,511 @@
+//! Topic partitions stored in NATS JetStream: one stream per partition (stream sequence
+//! `n` = offset `n - 1`), so offsets stay dense and ordered whichever gateway appended.
+//! Invariant: `next_offset()` only ever reports sequences the stream acknowledged; every
+//! gateway learns other gateways' appends through a headers-only ordered consumer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use herald_log::{Record, StoredRecord};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::TopicConfig;
+use crate::error::BrokerError;
+
+/// Header carrying the record timestamp (milliseconds since the epoch, decimal).
+const HEADER_TIMESTAMP: &str = "Herald-Ts";
+/// Header carrying the record key (standard base64; absent when the record has none).
+const HEADER_KEY: &str = "Herald-Key";
+/// Reads of one partition keep at most this many message requests in flight.
+const READ_PIPELINE: usize = 64;
+/// How often each partition refreshes its start offset and size from the stream.
+const INFO_REFRESH: Duration = Duration::from_secs(2);
+/// Longest stream name Herald creates (JetStream allows 255 bytes).
+const STREAM_NAME_MAX: usize = 200;
+/// Pause before re-creating a tail consumer that failed.
+const TAIL_RETRY: Duration = Duration::from_millis(500);
+
+/// How Herald reaches JetStream (`herald serve --storage jetstream --nats-url ...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// NATS server URL(s), comma-separated (`nats://127.0.0.1:4222`).
+    pub url: String,
+    /// Replicas per stream (1 for a single server, 3 for a 3-node cluster).
+    pub replicas: usize,
+    /// Prefix of every stream name and subject Herald creates.
+    pub prefix: String,
+}
+
+impl JetStreamConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            replicas: 1,
+            prefix: "HERALD".to_string(),
+        }
+    }
+}
+
+/// A connection to JetStream shared by every partition of a broker.
+#[derive(Clone)]
+pub struct JetStreamBackend {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: JetStreamConfig,
+}
+
+fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("JetStream: {what}: {error}"))
+}
+
+impl JetStreamBackend {
+    /// Connects to the NATS server(s) and checks that JetStream is enabled.
+    pub async fn connect(config: JetStreamConfig) -> Result<Self, BrokerError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("herald")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| unavailable(format_args!("connecting to {}", config.url), e))?;
+        let js = jetstream::new(client.clone());
+        // `$JS.API.INFO` answers only where JetStream is enabled (parsed loosely: the
+        // account-info shape differs between server versions).
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request("$JS.API.INFO", Bytes::new()),
+        )
+        .await
+        .map_err(|_| unavailable("asking for account info", "no answer within 5 s"))?
+        .map_err(|e| unavailable("JetStream is not enabled on the server", e))?;
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| unavailable("reading the account info", e))?;
+        if let Some(error) = info.get("error") {
+            return Err(unavailable("JetStream is not enabled on the server", error));
+        }
+        Ok(Self { client, js, config })
+    }
+
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.config
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The stream of `topic`/`partition`. Topic names use `[A-Za-z0-9._-]`; `.` is not
+    /// allowed in stream names or subject tokens, so it becomes `~` (never in a name).
+    /// Names longer than JetStream's limit keep a prefix of the topic plus a hash of all of it.
+    pub fn stream_name(&self, topic: &str, partition: u32) -> String {
+        let escaped = topic.replace('.', "~");
+        let name = format!("{}_{escaped}_{partition}", self.config.prefix);
+        if name.len() <= STREAM_NAME_MAX {
+            return name;
+        }
+        let hash = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
+        let keep: String = escaped.chars().take(STREAM_NAME_MAX / 2).collect();
+        format!("{}_{keep}~{hash:016x}_{partition}", self.config.prefix)
+    }
+
+    fn subject(&self, topic: &str, partition: u32) -> String {
+        format!(
+            "{}.t.{}.{partition}",
+            self.config.prefix.to_ascii_lowercase(),
+            topic.replace('.', "~")
+        )
+    }
+
+    /// Opens the stream of a partition, creating it with the topic's retention.
+    pub async fn open_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: &TopicConfig,
+    ) -> Result<Arc<JetStreamPartition>, BrokerError> {
+        let name = self.stream_name(topic, partition);
+        let subject = self.subject(topic, partition);
+        let mut stream_config = stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        };
+        if let Some(ms) = config.retention_ms {
+            stream_config.max_age = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = config.retention_bytes {
+            stream_config.max_bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        }
+        let mut stream = self
+            .js
+            .get_or_create_stream(stream_config)
+            .await
+            .map_err(|e| unavailable(format_args!("opening stream {name}"), e))?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| unavailable(format_args!("reading stream {name}"), e))?
+            .state
+            .clone();
+        let (next, _) = watch::channel(state.last_sequence);
+        let partition = Arc::new(JetStreamPartition {
+            topic: topic.to_string(),
+            partition,
+            subject,
+            stream,
+            js: self.js.clone(),
+            client: self.client.clone(),
+            next,
+            start: AtomicU64::new(start_offset(&state)),
+            bytes: AtomicU64::new(state.bytes),
+            closed: AtomicBool::new(false),
+            tail: parking_lot::Mutex::new(None),
+            send: tokio::sync::Mutex::new(()),
+        });
+        let tail = tokio::spawn(follow_tail(Arc::downgrade(&partition)));
+        *partition.tail.lock() = Some(tail);
+        Ok(partition)
+    }
+
+    /// Deletes the stream of a partition (topic deletion). A missing stream is fine.
+    pub async fn delete_partition(&self, topic: &str, partition: u32) -> Result<(), BrokerError> {
+        let name = self.stream_name(topic, partition);
+        match self.js.delete_stream(&name).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(unavailable(format_args!("deleting stream {name}"), e)),
+        }
+    }
+}
+
+/// The first offset still stored, from a stream's state.
+fn start_offset(state: &stream::State) -> u64 {
+    if state.messages == 0 {
+        state.last_sequence
+    } else {
+        state.first_sequence.saturating_sub(1)
+    }
+}
+
+/// One topic partition backed by one JetStream stream.
+pub struct JetStreamPartition {
+    topic: String,
+    partition: u32,
+    subject: String,
+    stream: stream::Stream,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    /// `next_offset()`: the stream's last sequence seen by this gateway.
+    next: watch::Sender<u64>,
+    start: AtomicU64,
+    bytes: AtomicU64,
+    closed: AtomicBool,
+    tail: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Held while one append sends its records, so this gateway's batches reach the
+    /// stream back to back (Kafka produce responses carry only a base offset).
+    send: tokio::sync::Mutex<()>,
+}
+
+impl JetStreamPartition {
+    /// Publishes every record (pipelined) and waits for all the stream's acks. Offsets
+    /// follow the order of `records`, though another gateway's records may sit between.
+    pub async fn append(&self, records: Vec<Record>) -> Result<Vec<u64>, BrokerError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let mut acks = Vec::with_capacity(records.len());
+        let sending = self.send.lock().await;
+        for record in records {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADER_TIMESTAMP, record.timestamp_ms.to_string().as_str());
+            if let Some(key) = &record.key {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+                headers.insert(HEADER_KEY, encoded.as_str());
+            }
+            let ack = self
+                .js
+                .publish_with_headers(self.subject.clone(), headers, record.value)
+                .await
+                .map_err(|e| self.error("publishing", e))?;
+            acks.push(ack);
+        }
+        drop(sending);
+        let mut offsets = Vec::with_capacity(acks.len());
+        for ack in acks {
+            let ack = ack.await.map_err(|e| self.error("publishing", e))?;
+            offsets.push(ack.sequence.saturating_sub(1));
+        }
+        if let Some(last) = offsets.iter().max() {
+            self.advance(last + 1);
+        }
+        Ok(offsets)
+    }
+
+    /// Records from `offset`, fetched with pipelined message requests to the stream
+    /// leader (never a possibly lagging replica).
+    pub async fn read(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BrokerError> {
+        let (start, end) = (self.start_offset(), self.next_offset());
+        if offset < start || offset > end {
+            return Err(BrokerError::OffsetOutOfRange {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                requested: offset,
+                start,
+                end,
+            });
+        }
+        let count = (end - offset).min(max_records as u64);
+        let window = (count as usize).clamp(1, READ_PIPELINE);
+        let mut requests = futures::stream::iter((offset + 1..=offset + count).map(|sequence| {
+            let stream = self.stream.clone();
+            async move { (sequence, stream.get_raw_message(sequence).await) }
+        }))
+        .buffered(window);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some((sequence, result)) = requests.next().await {
+            let message = match result {
+                Ok(message) => message,
+                // Removed by retention or a purge since `start` was read.
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => continue,
+                Err(e) if out.is_empty() => {
+                    return Err(self.error(format_args!("reading sequence {sequence}"), e))
+                }
+                Err(_) => break,
+            };
+            let record = self.stored_record(message)?;
+            let size = record.payload_bytes();
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    fn stored_record(
+        &self,
+        message: async_nats::jetstream::message::StreamMessage,
+    ) -> Result<StoredRecord, BrokerError> {
+        let offset = message.sequence.saturating_sub(1);
+        let timestamp_ms = message
+            .headers
+            .get(HEADER_TIMESTAMP)
+            .and_then(|v| v.as_str().parse::<i64>().ok())
+            .unwrap_or_else(|| {
+                let time = message.time;
+                time.unix_timestamp() * 1000 + i64::from(time.millisecond())
+            });
+        let key = match message.headers.get(HEADER_KEY) {
+            None => None,
+            Some(v) => Some(Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str())
+                    .map_err(|e| self.corrupt(offset, format!("bad {HEADER_KEY} header: {e}")))?,
+            )),
+        };
+        Ok(StoredRecord {
+            offset,
+            timestamp_ms,
+            key,
+            value: message.payload,
+        })
+    }
+
+    /// The first offset whose timestamp is >= `timestamp_ms` (binary search on the
+    /// `Herald-Ts` header; timestamps are taken as non-decreasing within a partition,
+    /// which holds for one gateway and for gateways whose clocks agree).
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64, BrokerError> {
+        let (mut low, mut high) = (self.start_offset(), self.next_offset());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let before = match self.stream.get_raw_message(mid + 1).await {
+                Ok(message) => self.stored_record(message)?.timestamp_ms < timestamp_ms,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => true,
+                Err(e) => return Err(self.error("looking up a timestamp", e)),
+            };
+            if before {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
+    pub fn start_offset(&self) -> u64 {
+        self.start.load(Ordering::Acquire).min(self.next_offset())
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        *self.next.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.next.subscribe()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads start, end and size from the stream's state.
+    pub async fn refresh(&self) {
+        match self.stream.get_info().await {
+            Ok(info) => self.apply_state(&info.state),
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, %error, "JetStream stream info failed")
+            }
+        }
+    }
+
+    fn apply_state(&self, state: &stream::State) {
+        self.start.store(start_offset(state), Ordering::Release);
+        self.bytes.store(state.bytes, Ordering::Relaxed);
+        self.advance(state.last_sequence);
+    }
+
+    /// Removes the records below `offset` in the background (needs a tokio runtime).
+    pub fn purge_before(&self, offset: u64) {
+        if offset <= self.start_offset() {
+            return;
+        }
+        let stream = self.stream.clone();
+        let (topic, partition) = (self.topic.clone(), self.partition);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(%topic, partition, offset, "JetStream purge skipped: no runtime");
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(error) = stream.purge().sequence(offset + 1).await {
+                tracing::warn!(%topic, partition, offset, %error, "JetStream purge failed");
+            }
+        });
+    }
+
+    /// Stops the tail follower; later appends fail with `ShuttingDown`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(tail) = self.tail.lock().take() {
+            tail.abort();
+        }
+    }
+
+    fn advance(&self, next: u64) {
+        self.next.send_if_modified(|current| {
+            let moved = next > *current;
+            if moved {
+                *current = next;
+            }
+            moved
+        });
+    }
+
+    fn error(&self, what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
+        unavailable(
+            format_args!("{what} {}/{}", self.topic, self.partition),
+            error,
+        )
+    }
+
+    /// `jetstream:<stream name>`, where error messages say the partition lives.
+    pub fn location(&self) -> std::path::PathBuf {
+        format!("jetstream:{}", self.stream.cached_info().config.name).into()
+    }
+
+    fn corrupt(&self, offset: u64, reason: String) -> BrokerError {
+        BrokerError::Storage(herald_log::LogError::Corrupt {
+            path: self.location(),
+            position: offset,
+            reason,
+        })
+    }
+}
+
+impl Drop for JetStreamPartition {
+    fn drop(&mut self) {
+        if let Some(tail) = self.tail.get_mut().take() {
+            tail.abort();
+        }
+    }
+}
+
+/// Keeps a partition's `next_offset`, start and size current: a headers-only ordered
+/// consumer reports every stored message (whichever gateway appended it), and a periodic
+/// stream-info refresh catches purges, retention and a consumer that fell over.
+async fn follow_tail(partition: std::sync::Weak<JetStreamPartition>) {
+    loop {
+        let Some(p) = partition.upgrade() else { return };
+        let from = p.next_offset() + 1;
+        let consumer = p
+            .stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: p.client.new_inbox(),
+                headers_only: true,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await;
+        let mut messages = match consumer {
+            Ok(consumer) => match consumer.messages().await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(topic = %p.topic, partition = p.partition, %error, "JetStream tail consumer failed; retrying");
+                    drop(p);
+                    tokio::time::sleep(TAIL_RETRY).await;
+                    continue;
+                }
+            },
+            Err(error) => {
+                tracing::warn!(topic = %p.topic, partition = p.partition, %error, "JetStream tail consumer failed; retrying");
+                drop(p);
+                tokio::time::sleep(TAIL_RETRY).await;
+                continue;
+            }
+        };
+        drop(p);
+        let mut refresh = tokio::time::interval(INFO_REFRESH);
+        loop {
+            tokio::select! {
+                message = messages.try_next() => {
+                    let Some(p) = partition.upgrade() else { return };
+                    match message {
+                        Ok(Some(message)) => {
+                            if let Ok(info) = message.info() {
+                                p.advance(info.stream_sequence);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::warn!(topic = %p.topic, partition = p.partition, %error, "JetStream tail consumer stopped; re-creating it");
+                            break;
+                        }
+                    }
+                }
+                _ = refresh.tick() => {
+                    let Some(p) = partition.upgrade() else { return };
+                    p.refresh().await;
+                }
+            }
+        }
+        tokio::time::sleep(TAIL_RETRY).await;
+    }
+}
