@@ -32,7 +32,7 @@ use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
 use crate::schemas::SchemaStore;
-use crate::storage::{JetStreamBackend, PartitionStore};
+use crate::storage::{JetStreamBackend, PartitionStore, TopicChange, TopicRegistry};
 use crate::topic::Topic;
 use herald_core::schema::{Compatibility, Registration, TypeSummary};
 
@@ -121,9 +121,41 @@ struct Inner {
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    /// The JetStream connection when partitions live there.
-    jetstream: Option<JetStreamBackend>,
+    /// The internal topic holding this broker's delayed events: [`DELAYED_TOPIC`], or on
+    /// JetStream `DELAYED_TOPIC.<gateway id>`, since each gateway's schedule (in its data
+    /// directory) covers only the delayed events it accepted.
+    delayed_topic: String,
+    /// The JetStream connection and shared topic registry when partitions live there.
+    jetstream: Option<(JetStreamBackend, TopicRegistry)>,
     _lock: File,
+}
+
+/// One partition's share of a publish: request indexes, records, dedup ids (JetStream).
+type PartitionBatch = (Vec<usize>, Vec<Record>, Vec<String>);
+
+/// Follows the shared topic registry from `revision` on, re-subscribing after failures.
+async fn follow_topic_registry(
+    inner: std::sync::Weak<Inner>,
+    registry: TopicRegistry,
+    mut revision: u64,
+) {
+    loop {
+        match registry.watch(revision).await {
+            Ok(changes) => {
+                let mut changes = std::pin::pin!(changes);
+                while let Some((seen, change)) = futures::StreamExt::next(&mut changes).await {
+                    revision = revision.max(seen);
+                    let Some(inner) = inner.upgrade() else { return };
+                    Broker { inner }.apply_topic_change(change).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "topic registry watch failed; retrying"),
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn now_ms() -> i64 {
@@ -139,32 +171,49 @@ impl Broker {
         let queue_depth = config.partition_queue_depth_max;
         let jetstream = match &config.storage {
             StorageBackend::Local => None,
-            StorageBackend::JetStream(js) => Some(JetStreamBackend::connect(js.clone()).await?),
+            StorageBackend::JetStream(js) => {
+                let backend = JetStreamBackend::connect(js.clone()).await?;
+                let registry = TopicRegistry::open(&backend).await?;
+                Some((backend, registry))
+            }
         };
         let local = jetstream.is_none();
-        let (lock, opened, committed, delay, schemas) = tokio::task::spawn_blocking(move || {
-            let lock = metadata::lock_data_dir(&data_dir)?;
-            let mut opened = Vec::new();
-            for meta in metadata::load_topic_metas(&data_dir)? {
-                let partitions = if local {
-                    Topic::open_local_partitions(&data_dir, &meta, queue_depth)?
+        let (lock, opened, committed, delay, schemas, delayed_topic) =
+            tokio::task::spawn_blocking(move || {
+                let lock = metadata::lock_data_dir(&data_dir)?;
+                let delayed_topic = if local {
+                    DELAYED_TOPIC.to_string()
                 } else {
-                    Vec::new()
+                    format!("{DELAYED_TOPIC}.{}", metadata::gateway_id(&data_dir)?)
                 };
+                let mut opened = Vec::new();
+                // On JetStream the shared registry holds the topics, not this directory.
+                if local {
+                    for meta in metadata::load_topic_metas(&data_dir)? {
+                        let partitions =
+                            Topic::open_local_partitions(&data_dir, &meta, queue_depth)?;
+                        opened.push((meta, partitions));
+                    }
+                }
+                let committed = OffsetStore::new(&data_dir).load_all()?;
+                let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
+                let schemas = SchemaStore::load(data_dir.join("schemas.json"))?;
+                Ok::<_, BrokerError>((lock, opened, committed, delay, schemas, delayed_topic))
+            })
+            .await
+            .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
+        let mut opened = opened;
+        let mut registry_revision = 0;
+        if let Some((backend, registry)) = &jetstream {
+            let (metas, revision) = registry.load_all().await?;
+            registry_revision = revision;
+            for meta in metas {
+                let partitions = Topic::open_jetstream_partitions(backend, &meta).await?;
                 opened.push((meta, partitions));
             }
-            let committed = OffsetStore::new(&data_dir).load_all()?;
-            let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
-            let schemas = SchemaStore::load(data_dir.join("schemas.json"))?;
-            Ok::<_, BrokerError>((lock, opened, committed, delay, schemas))
-        })
-        .await
-        .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
+        }
         let mut topics = BTreeMap::new();
-        for (meta, mut partitions) in opened {
-            if let Some(backend) = &jetstream {
-                partitions = Topic::open_jetstream_partitions(backend, &meta).await?;
-            }
+        for (meta, partitions) in opened {
             let name = meta.name.clone();
             topics.insert(name, Arc::new(Topic::new(meta, partitions).await?));
         }
@@ -192,12 +241,21 @@ impl Broker {
                 shutting_down: AtomicBool::new(false),
                 shutdown_signal: tokio::sync::watch::channel(false).0,
                 background: Mutex::new(Vec::new()),
+                delayed_topic,
                 jetstream,
                 _lock: lock,
             }),
         };
         broker.recover_delayed().await?;
         broker.start_background_tasks();
+        if let Some((_, registry)) = &broker.inner.jetstream {
+            let follower = tokio::spawn(follow_topic_registry(
+                Arc::downgrade(&broker.inner),
+                registry.clone(),
+                registry_revision,
+            ));
+            broker.inner.background.lock().push(follower);
+        }
         Ok(broker)
     }
 
@@ -277,26 +335,35 @@ impl Broker {
         };
         let data_dir = self.inner.config.data_dir.clone();
         let queue_depth = self.inner.config.partition_queue_depth_max;
-        // Partitions first, metadata last: a crash in between leaves partitions without
-        // topic.json, which recovery removes (embedded) or reuses (JetStream streams).
         let partitions = match &self.inner.jetstream {
-            Some(backend) => Topic::open_jetstream_partitions(backend, &meta).await?,
+            // The registry claims the name for every gateway first; streams follow (a
+            // gateway that sees the entry opens, i.e. creates, them too).
+            Some((backend, registry)) => {
+                registry.create(&meta).await?;
+                match Topic::open_jetstream_partitions(backend, &meta).await {
+                    Ok(partitions) => partitions,
+                    Err(error) => {
+                        if let Err(e) = registry.delete(name).await {
+                            tracing::error!(topic = name, error = %e, "could not withdraw a topic whose streams failed");
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            // Partitions first, metadata last: a crash in between leaves a directory
+            // without topic.json, which recovery removes.
             None => {
-                let meta = meta.clone();
                 let dir = data_dir.clone();
+                let for_disk = meta.clone();
                 tokio::task::spawn_blocking(move || {
-                    Topic::open_local_partitions(&dir, &meta, queue_depth)
+                    let partitions = Topic::open_local_partitions(&dir, &for_disk, queue_depth)?;
+                    metadata::store_topic_meta(&dir, &for_disk)?;
+                    Ok::<_, BrokerError>(partitions)
                 })
                 .await
                 .map_err(|e| BrokerError::io(&data_dir, std::io::Error::other(e)))??
             }
         };
-        let meta_for_disk = meta.clone();
-        tokio::task::spawn_blocking(move || metadata::store_topic_meta(&data_dir, &meta_for_disk))
-            .await
-            .map_err(|e| {
-                BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e))
-            })??;
         let topic = Topic::new(meta.clone(), partitions).await?;
         self.inner
             .topics
@@ -324,13 +391,19 @@ impl Broker {
         let data_dir = self.inner.config.data_dir.clone();
         let owned_name = name.to_string();
         let partitions = topic.partition_count();
+        let local = self.inner.jetstream.is_none();
         tokio::task::spawn_blocking(move || {
             topic.close();
-            metadata::delete_topic_dir(&data_dir, &owned_name)
+            if local {
+                metadata::delete_topic_dir(&data_dir, &owned_name)
+            } else {
+                Ok(())
+            }
         })
         .await
         .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        if let Some(backend) = &self.inner.jetstream {
+        if let Some((backend, registry)) = &self.inner.jetstream {
+            registry.delete(name).await?;
             for p in 0..partitions {
                 backend.delete_partition(name, p).await?;
             }
@@ -364,6 +437,47 @@ impl Broker {
         for group in touched {
             if let Err(e) = self.persist_offsets(&group).await {
                 tracing::error!(group, error = %e, "could not persist offsets after topic delete");
+            }
+        }
+    }
+
+    /// Opens or closes a topic another gateway created or deleted (JetStream storage).
+    async fn apply_topic_change(&self, change: TopicChange) {
+        let Some((backend, _)) = &self.inner.jetstream else {
+            return;
+        };
+        let _admin = self.inner.topic_admin.lock().await;
+        match change {
+            TopicChange::Created(meta) => {
+                if self.inner.topics.read().contains_key(&meta.name) {
+                    return;
+                }
+                let name = meta.name.clone();
+                let opened = match Topic::open_jetstream_partitions(backend, &meta).await {
+                    Ok(partitions) => Topic::new(meta, partitions).await,
+                    Err(error) => Err(error),
+                };
+                match opened {
+                    Ok(topic) => {
+                        self.inner
+                            .topics
+                            .write()
+                            .insert(name.clone(), Arc::new(topic));
+                        tracing::info!(topic = %name, "topic created by another gateway opened");
+                    }
+                    Err(error) => {
+                        tracing::error!(topic = %name, %error, "could not open a topic created by another gateway")
+                    }
+                }
+            }
+            TopicChange::Deleted(name) => {
+                let Some(topic) = self.inner.topics.write().remove(&name) else {
+                    return;
+                };
+                topic.close();
+                drop(_admin);
+                self.forget_topic_in_groups(&name).await;
+                tracing::info!(topic = %name, "topic deleted by another gateway closed");
             }
         }
     }
@@ -503,7 +617,11 @@ impl Broker {
                 None,
             ),
         };
-        let mut batches: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
+        let jetstream = topic
+            .partitions()
+            .first()
+            .is_some_and(PartitionStore::is_jetstream);
+        let mut batches: BTreeMap<u32, PartitionBatch> = BTreeMap::new();
         for (index, (key, event)) in entries.iter_mut().enumerate() {
             if !matches!(claims[index], Claim::New) {
                 continue;
@@ -516,8 +634,13 @@ impl Broker {
                     max,
                 });
             }
-            let partition =
-                forced_partition.unwrap_or_else(|| topic.choose_partition(key.as_deref()));
+            // On JetStream an unkeyed event's partition follows its dedup key, so a retry
+            // through another gateway reaches the same stream, which drops the repeat.
+            let dedup_id = keys.get(index).filter(|_| jetstream);
+            let partition = forced_partition.unwrap_or_else(|| match (key.as_deref(), dedup_id) {
+                (None, Some(id)) => (*id % u128::from(topic.partition_count())) as u32,
+                (key, _) => topic.choose_partition(key),
+            });
             let entry = batches.entry(partition).or_default();
             entry.0.push(index);
             entry.1.push(Record {
@@ -525,16 +648,21 @@ impl Broker {
                 key: key.take(),
                 value: Bytes::from(value),
             });
-        }
-        let appends = batches.into_iter().map(|(partition, (indexes, records))| {
-            let log = topic.partition(partition).cloned();
-            let bytes: u64 = records.iter().map(record_payload_bytes).sum();
-            async move {
-                let appended = log?.append(records).await?;
-                count_appended(topic_name, partition, indexes.len(), bytes);
-                Ok::<_, BrokerError>((partition, indexes, appended))
+            if let Some(id) = dedup_id {
+                entry.2.push(format!("{id:032x}"));
             }
-        });
+        }
+        let appends = batches
+            .into_iter()
+            .map(|(partition, (indexes, records, dedup_ids))| {
+                let log = topic.partition(partition).cloned();
+                let bytes: u64 = records.iter().map(record_payload_bytes).sum();
+                async move {
+                    let appended = log?.append(records, dedup_ids).await?;
+                    count_appended(topic_name, partition, indexes.len(), bytes);
+                    Ok::<_, BrokerError>((partition, indexes, appended))
+                }
+            });
         let mut receipts: Vec<Option<PublishReceipt>> = vec![None; entries.len()];
         let mut positions: KeyMap<(u32, u64)> = KeyMap::default();
         if reservation.is_some() {
@@ -558,7 +686,7 @@ impl Broker {
                             id: entries[index].1.id.clone(),
                             partition,
                             offset,
-                            duplicate: false,
+                            duplicate: appended.is_duplicate(i),
                         });
                     }
                 }
@@ -649,12 +777,13 @@ impl Broker {
 
     /// Creates the internal delayed topic if needed and schedules every undelivered event.
     async fn recover_delayed(&self) -> Result<(), BrokerError> {
-        if self.topic(DELAYED_TOPIC).is_err() {
+        let delayed = self.inner.delayed_topic.as_str();
+        if self.topic(delayed).is_err() {
             let mut config = TopicConfig::with_partitions(1);
             config.dedup_window_ms = 0;
-            self.create_topic(DELAYED_TOPIC, config).await?;
+            self.create_topic(delayed, config).await?;
         }
-        let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
+        let log = self.topic(delayed)?.partition(0)?.clone();
         let mut offset = self.inner.delay.floor().max(log.start_offset());
         while offset < log.next_offset() {
             let batch = match log.read(offset, 4096, FETCH_BYTES_MAX).await {
@@ -727,7 +856,9 @@ impl Broker {
                 (key, event)
             })
             .collect();
-        let receipts = self.publish_keyed(DELAYED_TOPIC, marked, Some(0)).await?;
+        let receipts = self
+            .publish_keyed(&self.inner.delayed_topic, marked, Some(0))
+            .await?;
         for r in &receipts {
             self.inner.delay.schedule(r.offset, deliver_at_ms);
         }
@@ -748,7 +879,7 @@ impl Broker {
         if due.is_empty() {
             return Ok(0);
         }
-        let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
+        let log = self.topic(&self.inner.delayed_topic)?.partition(0)?.clone();
         let mut batches: DeliveryBatches = BTreeMap::new();
         let mut delivered = Vec::new();
         for &(_, offset) in &due {

@@ -66,6 +66,25 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
 }
 
 /// Replaces `path` atomically with `bytes` (temp file, fsync, rename, fsync dir).
+/// This data directory's gateway id (created once, then stable): names the per-gateway
+/// internal topics when several gateways share one JetStream.
+pub fn gateway_id(data_dir: &Path) -> Result<String, BrokerError> {
+    let path = data_dir.join("gateway-id");
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            herald_core::name::validate_name("gateway-id", &id)?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            write_atomically(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(BrokerError::io(&path, e)),
+    }
+}
+
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| BrokerError::io(dir, e))?;

@@ -251,10 +251,19 @@ fn unkeyed_events_round_robin() {
     }
     let most = counts.iter().max().expect("counts");
     let least = counts.iter().min().expect("counts");
-    assert!(
-        most - least <= 1,
-        "40 unkeyed events over 4 partitions, got {counts:?}"
-    );
+    if common::nats::jetstream_suite() {
+        // JetStream spreads unkeyed events by a hash of (source, id) so a retry through
+        // any gateway meets its original (see ARCHITECTURE.md): spread, not strict turns.
+        assert!(
+            *least >= 1,
+            "40 unkeyed events over 4 partitions, got {counts:?}"
+        );
+    } else {
+        assert!(
+            most - least <= 1,
+            "40 unkeyed events over 4 partitions, got {counts:?}"
+        );
+    }
     let described = api.describe_topic("rr");
     for (partition, count) in counts.iter().enumerate() {
         assert_eq!(

@@ -27,6 +27,8 @@ const HEADER_KEY: &str = "Herald-Key";
 const READ_PIPELINE: usize = 64;
 /// How often each partition refreshes its start offset and size from the stream.
 const INFO_REFRESH: Duration = Duration::from_secs(2);
+/// How long a starting gateway waits for JetStream (a cluster electing its leader).
+const READY_WAIT: Duration = Duration::from_secs(30);
 /// Longest stream name Herald creates (JetStream allows 255 bytes).
 const STREAM_NAME_MAX: usize = 200;
 /// Pause before re-creating a tail consumer that failed.
@@ -72,23 +74,28 @@ impl JetStreamBackend {
             .name("herald")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(config.url.as_str())
+            .connect(
+                config
+                    .url
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<&str>>(),
+            )
             .await
             .map_err(|e| unavailable(format_args!("connecting to {}", config.url), e))?;
         let js = jetstream::new(client.clone());
-        // `$JS.API.INFO` answers only where JetStream is enabled (parsed loosely: the
-        // account-info shape differs between server versions).
-        let reply = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.request("$JS.API.INFO", Bytes::new()),
-        )
-        .await
-        .map_err(|_| unavailable("asking for account info", "no answer within 5 s"))?
-        .map_err(|e| unavailable("JetStream is not enabled on the server", e))?;
-        let info: serde_json::Value = serde_json::from_slice(&reply.payload)
-            .map_err(|e| unavailable("reading the account info", e))?;
-        if let Some(error) = info.get("error") {
-            return Err(unavailable("JetStream is not enabled on the server", error));
+        // A cluster answers only once it has elected its JetStream leader: wait a while.
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        loop {
+            match jetstream_ready(&client).await {
+                Ok(()) => break,
+                Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+                Err(error) => {
+                    tracing::info!(%error, "waiting for JetStream");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
         }
         Ok(Self { client, js, config })
     }
@@ -99,6 +106,37 @@ impl JetStreamBackend {
 
     pub fn context(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// Opens (creating) a KV bucket with one value per key. The stream is made here with
+    /// the KV layout rather than by `create_key_value`, whose account query does not
+    /// parse the answer of NATS 2.9 servers.
+    pub async fn key_value(
+        &self,
+        bucket: &str,
+        description: &str,
+    ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+        let config = stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.to_string()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| unavailable(format_args!("creating bucket {bucket}"), e))?;
+        self.js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| unavailable(format_args!("opening bucket {bucket}"), e))
     }
 
     /// The stream of `topic`/`partition`. Topic names use `[A-Za-z0-9._-]`; `.` is not
@@ -146,6 +184,14 @@ impl JetStreamBackend {
         if let Some(bytes) = config.retention_bytes {
             stream_config.max_bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         }
+        if config.dedup_window_ms > 0 {
+            // JetStream refuses a duplicate window longer than the stream's max age.
+            let mut window = Duration::from_millis(config.dedup_window_ms);
+            if !stream_config.max_age.is_zero() {
+                window = window.min(stream_config.max_age);
+            }
+            stream_config.duplicate_window = window;
+        }
         let mut stream = self
             .js
             .get_or_create_stream(stream_config)
@@ -188,6 +234,24 @@ impl JetStreamBackend {
     }
 }
 
+/// Whether JetStream answers `$JS.API.INFO` (parsed loosely: the account-info shape
+/// differs between server versions).
+async fn jetstream_ready(client: &async_nats::Client) -> Result<(), BrokerError> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request("$JS.API.INFO", Bytes::new()),
+    )
+    .await
+    .map_err(|_| unavailable("asking for account info", "no answer within 5 s"))?
+    .map_err(|e| unavailable("JetStream is not enabled on the server", e))?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| unavailable("reading the account info", e))?;
+    match info.get("error") {
+        Some(error) => Err(unavailable("JetStream is not available", error)),
+        None => Ok(()),
+    }
+}
+
 /// The first offset still stored, from a stream's state.
 fn start_offset(state: &stream::State) -> u64 {
     if state.messages == 0 {
@@ -219,14 +283,24 @@ pub struct JetStreamPartition {
 impl JetStreamPartition {
     /// Publishes every record (pipelined) and waits for all the stream's acks. Offsets
     /// follow the order of `records`, though another gateway's records may sit between.
-    pub async fn append(&self, records: Vec<Record>) -> Result<Vec<u64>, BrokerError> {
+    /// `dedup_ids[i]` becomes record `i`'s `Nats-Msg-Id`; the stream answers a repeat
+    /// within its duplicate window with the original's sequence (`duplicates[i]`).
+    pub async fn append(
+        &self,
+        records: Vec<Record>,
+        dedup_ids: Vec<String>,
+    ) -> Result<(Vec<u64>, Vec<bool>), BrokerError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BrokerError::ShuttingDown);
         }
         let mut acks = Vec::with_capacity(records.len());
         let sending = self.send.lock().await;
+        let mut dedup_ids = dedup_ids.into_iter();
         for record in records {
             let mut headers = HeaderMap::new();
+            if let Some(id) = dedup_ids.next() {
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            }
             headers.insert(HEADER_TIMESTAMP, record.timestamp_ms.to_string().as_str());
             if let Some(key) = &record.key {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(key);
@@ -241,14 +315,16 @@ impl JetStreamPartition {
         }
         drop(sending);
         let mut offsets = Vec::with_capacity(acks.len());
+        let mut duplicates = Vec::with_capacity(acks.len());
         for ack in acks {
             let ack = ack.await.map_err(|e| self.error("publishing", e))?;
             offsets.push(ack.sequence.saturating_sub(1));
+            duplicates.push(ack.duplicate);
         }
         if let Some(last) = offsets.iter().max() {
             self.advance(last + 1);
         }
-        Ok(offsets)
+        Ok((offsets, duplicates))
     }
 
     /// Records from `offset`, fetched with pipelined message requests to the stream

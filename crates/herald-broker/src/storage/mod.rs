@@ -4,6 +4,7 @@
 //! resolves only once its records are durable, and `next_offset()` never moves back.
 
 pub mod jetstream;
+pub mod topic_registry;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use crate::error::BrokerError;
 
 pub use jetstream::{JetStreamBackend, JetStreamConfig, JetStreamPartition};
+pub use topic_registry::{TopicChange, TopicRegistry};
 
 /// The storage of one topic partition.
 #[derive(Clone)]
@@ -28,8 +30,12 @@ pub enum PartitionStore {
 pub enum Appended {
     /// A contiguous run (the embedded log appends a batch atomically).
     Range(AppendOutcome),
-    /// One offset per record (JetStream: other gateways may interleave).
-    Each(Vec<u64>),
+    /// One offset per record (JetStream: other gateways may interleave). `duplicates[i]`
+    /// says the store already held record `i` (same dedup id) at that offset.
+    Each {
+        offsets: Vec<u64>,
+        duplicates: Vec<bool>,
+    },
 }
 
 impl Appended {
@@ -40,7 +46,15 @@ impl Appended {
                 let offset = r.base_offset.checked_add(i as u64)?;
                 (offset <= r.last_offset).then_some(offset)
             }
-            Appended::Each(offsets) => offsets.get(i).copied(),
+            Appended::Each { offsets, .. } => offsets.get(i).copied(),
+        }
+    }
+
+    /// Whether record `i` was a duplicate the store recognised by its dedup id.
+    pub fn is_duplicate(&self, i: usize) -> bool {
+        match self {
+            Appended::Range(_) => false,
+            Appended::Each { duplicates, .. } => duplicates.get(i).copied().unwrap_or(false),
         }
     }
 }
@@ -48,11 +62,29 @@ impl Appended {
 impl PartitionStore {
     /// Appends `records`; resolves once they are durable (embedded: per the fsync policy;
     /// JetStream: once the stream acknowledged them, i.e. stored on its replicas).
-    pub async fn append(&self, records: Vec<Record>) -> Result<Appended, BrokerError> {
+    /// `dedup_ids` (one per record, or empty) let JetStream drop a record it already holds
+    /// from any gateway within the stream's duplicate window; the embedded log ignores
+    /// them (the broker's dedup window covers its single process).
+    pub async fn append(
+        &self,
+        records: Vec<Record>,
+        dedup_ids: Vec<String>,
+    ) -> Result<Appended, BrokerError> {
         match self {
             PartitionStore::Local(log) => Ok(Appended::Range(log.append(records).await?)),
-            PartitionStore::JetStream(p) => Ok(Appended::Each(p.append(records).await?)),
+            PartitionStore::JetStream(p) => {
+                let (offsets, duplicates) = p.append(records, dedup_ids).await?;
+                Ok(Appended::Each {
+                    offsets,
+                    duplicates,
+                })
+            }
         }
+    }
+
+    /// Whether this partition lives in JetStream.
+    pub fn is_jetstream(&self) -> bool {
+        matches!(self, PartitionStore::JetStream(_))
     }
 
     /// Records from `offset` on, at most `max_records` and about `max_bytes` (the first

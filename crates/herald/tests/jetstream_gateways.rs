@@ -1,0 +1,260 @@
+//! Several Herald gateways on one JetStream act as one broker: topics created on one are
+//! served by the others, publishes through any gateway land in one order per partition,
+//! a killed gateway loses nothing it acknowledged; and Herald on a 3-node NATS cluster
+//! (replicas 3) loses no acknowledged event when a NATS node is killed under load.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::nats::NatsServer;
+use common::{event, record_id, record_offset, wait_for, Api, Server};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn gateway(nats_url: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--storage",
+        "jetstream",
+        "--nats-url",
+        nats_url,
+        "--no-kafka",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with_args(&args)
+}
+
+/// Publishes one event; `Some((partition, offset))` only when the gateway acknowledged it.
+fn try_publish(api: &Api, topic: &str, event: &Value) -> Option<(u32, u64)> {
+    let builder = api
+        .client()
+        .post(api.url(&format!("/v1/topics/{topic}/events")))
+        .header("content-type", "application/cloudevents+json")
+        .timeout(Duration::from_secs(10))
+        .body(event.to_string());
+    let reply = api.try_send(builder, format!("publish to {topic}")).ok()?;
+    if reply.status != 200 {
+        return None;
+    }
+    let ack = &reply.body["events"][0];
+    Some((
+        u32::try_from(ack["partition"].as_u64()?).ok()?,
+        ack["offset"].as_u64()?,
+    ))
+}
+
+/// Every record of every partition, keyed by event id; panics on a duplicate or a gap.
+fn read_everything(api: &Api, topic: &str, partitions: u32) -> HashMap<String, (u32, u64)> {
+    let mut found = HashMap::new();
+    for partition in 0..partitions {
+        for (index, record) in api.fetch_all(topic, partition).iter().enumerate() {
+            assert_eq!(record_offset(record), index as u64, "offsets dense from 0");
+            let previous = found.insert(record_id(record).to_string(), (partition, index as u64));
+            assert!(previous.is_none(), "duplicate {}", record_id(record));
+        }
+    }
+    found
+}
+
+fn wait_topic_visible(api: &Api, topic: &str) {
+    wait_for(&format!("topic {topic} visible"), WAIT, || {
+        (api.get(&format!("/v1/topics/{topic}")).status == 200).then_some(())
+    });
+}
+
+#[test]
+fn topics_and_events_are_shared_by_every_gateway() {
+    let nats = NatsServer::start_temp();
+    let one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+
+    a.create_topic("orders", 3);
+    wait_topic_visible(&b, "orders");
+    assert_eq!(b.describe_topic("orders")["partitions"], 3);
+    // One registry: the second gateway cannot create the same name.
+    b.post_json("/v1/topics", &json!({"name": "orders", "partitions": 1}))
+        .expect_error(409, "topic_exists");
+
+    // Producers on both gateways at once, keyed so each key has one partition.
+    let acks: Arc<Mutex<BTreeMap<String, (u32, u64)>>> = Arc::default();
+    let producers: Vec<_> = [(a.clone(), "a"), (b.clone(), "b")]
+        .into_iter()
+        .map(|(api, name)| {
+            let acks = Arc::clone(&acks);
+            thread::spawn(move || {
+                for i in 0..150 {
+                    let id = format!("{name}-{i}");
+                    let mut e = event(&id);
+                    e["partitionkey"] = json!(format!("key-{}", i % 7));
+                    let ack = try_publish(&api, "orders", &e).expect("publish acknowledged");
+                    acks.lock().expect("acks").insert(id, ack);
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().expect("producer");
+    }
+    let acks = acks.lock().expect("acks").clone();
+    assert_eq!(acks.len(), 300);
+
+    // Both gateways serve the same log: same events at the same offsets.
+    let seen_a = read_everything(&a, "orders", 3);
+    let seen_b = read_everything(&b, "orders", 3);
+    assert_eq!(seen_a, seen_b);
+    for (id, position) in &acks {
+        assert_eq!(
+            seen_a.get(id),
+            Some(position),
+            "{id} where it was acknowledged"
+        );
+    }
+    // Per-key order holds across gateways: within a partition, each producer's events
+    // of one key appear in the order they were acknowledged.
+    for producer in ["a", "b"] {
+        for key in 0..7u64 {
+            let offsets: Vec<u64> = (0..150u64)
+                .filter(|i| i % 7 == key)
+                .map(|i| acks[&format!("{producer}-{i}")].1)
+                .collect();
+            assert!(
+                offsets.windows(2).all(|w| w[0] < w[1]),
+                "order of {producer} key {key}"
+            );
+        }
+    }
+
+    // A delete on one gateway closes the topic everywhere.
+    b.delete("/v1/topics/orders").expect_status(204);
+    wait_for("topic gone on gateway one", WAIT, || {
+        (a.get("/v1/topics/orders").status == 404).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_gateway_loses_nothing_it_acknowledged() {
+    let seed = common::seed();
+    let nats = NatsServer::start_temp();
+    let mut one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    one.api().create_topic("payments", 2);
+    wait_topic_visible(&two.api(), "payments");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<HashMap<String, (u32, u64)>>> = Arc::default();
+    // One producer per gateway; the one on gateway one loses its gateway mid-run and
+    // carries on through gateway two, like a client behind a load balancer.
+    let producers: Vec<_> = [(one.api(), two.api(), "p1"), (two.api(), two.api(), "p2")]
+        .into_iter()
+        .map(|(first, fallback, name)| {
+            let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+            thread::spawn(move || {
+                let mut api = first;
+                let mut i = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let id = format!("{name}-{seed}-{i}");
+                    match try_publish(&api, "payments", &event(&id)) {
+                        Some(ack) => {
+                            acked.lock().expect("acked").insert(id, ack);
+                            i += 1;
+                        }
+                        None => api = fallback.clone(),
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("some events acknowledged", WAIT, || {
+        (acked.lock().expect("acked").len() >= 200).then_some(())
+    });
+    one.kill9();
+    let before = acked.lock().expect("acked").len();
+    wait_for("publishing goes on through gateway two", WAIT, || {
+        (acked.lock().expect("acked").len() >= before + 200).then_some(())
+    });
+    stop.store(true, Ordering::Release);
+    for p in producers {
+        p.join().expect("producer");
+    }
+
+    let found = read_everything(&two.api(), "payments", 2);
+    let acked = acked.lock().expect("acked");
+    for (id, position) in acked.iter() {
+        assert_eq!(found.get(id), Some(position), "acknowledged {id}");
+    }
+    // The restarted gateway serves the same log.
+    one.restart();
+    assert_eq!(read_everything(&one.api(), "payments", 2), found);
+}
+
+#[test]
+fn a_nats_cluster_node_killed_under_load_loses_no_acknowledged_event() {
+    let seed = common::seed();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut cluster = NatsServer::start_cluster(dir.path());
+    let urls: Vec<String> = cluster.iter().map(NatsServer::url).collect();
+    let herald = gateway(&urls.join(","), &["--nats-replicas", "3"]);
+    let api = herald.api();
+    // The cluster elects its JetStream leader a moment after start.
+    wait_for(
+        "JetStream cluster ready for a replicated topic",
+        WAIT,
+        || {
+            let reply = api.post_json("/v1/topics", &json!({"name": "ledger", "partitions": 2}));
+            (reply.status == 201).then_some(())
+        },
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<HashMap<String, (u32, u64)>>> = Arc::default();
+    let producer = {
+        let (stop, acked, api) = (Arc::clone(&stop), Arc::clone(&acked), api.clone());
+        thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let id = format!("e-{seed}-{i}");
+                i += 1;
+                if let Some(ack) = try_publish(&api, "ledger", &event(&id)) {
+                    acked.lock().expect("acked").insert(id, ack);
+                }
+            }
+        })
+    };
+    wait_for("load running", WAIT, || {
+        (acked.lock().expect("acked").len() >= 300).then_some(())
+    });
+    let victim = (seed % 3) as usize;
+    eprintln!("killing NATS node {victim}");
+    cluster[victim].kill9();
+    let before = acked.lock().expect("acked").len();
+    wait_for(
+        "acknowledgements continue on the two remaining nodes",
+        WAIT,
+        || (acked.lock().expect("acked").len() >= before + 300).then_some(()),
+    );
+    stop.store(true, Ordering::Release);
+    producer.join().expect("producer");
+
+    // A stream whose leader was on the killed node answers again once its two remaining
+    // replicas elected a new leader (a few seconds): until then reads get 503.
+    for partition in 0..2 {
+        wait_for(&format!("partition {partition} readable"), WAIT, || {
+            let reply = api.get(&format!(
+                "/v1/topics/ledger/events?partition={partition}&max=1"
+            ));
+            (reply.status == 200).then_some(())
+        });
+    }
+    let found = read_everything(&api, "ledger", 2);
+    let acked = acked.lock().expect("acked");
+    for (id, position) in acked.iter() {
+        assert_eq!(found.get(id), Some(position), "acknowledged {id}");
+    }
+    eprintln!("{} acknowledged events, all present", acked.len());
+}
