@@ -144,14 +144,7 @@ pub async fn serve_with(
                         tracing::debug!(%peer, "HTTP connection sent nothing in time; closed");
                         return;
                     }
-                    let io = TokioIo::new(StallGuard::new(stream, options.write_stall_timeout));
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(io, service)
-                                .into_owned(),
-                        )
-                        .await
+                    serve(&builder, watcher, stream, &options, service).await
                 }
                 Some(acceptor) => {
                     let Some(tls) = handshake(&acceptor, stream, &options).await else {
@@ -159,14 +152,7 @@ pub async fn serve_with(
                     };
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let builder = if h2 { h2_only } else { h1_only };
-                    let io = TokioIo::new(StallGuard::new(tls, options.write_stall_timeout));
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(io, service)
-                                .into_owned(),
-                        )
-                        .await
+                    serve(&builder, watcher, tls, &options, service).await
                 }
             };
             if let Err(e) = result {
@@ -196,4 +182,26 @@ async fn handshake(
             None
         }
     }
+}
+
+/// Serves one accepted connection (plain TCP or TLS) until it ends or shutdown drains it;
+/// writes stalled by a client that reads nothing end it after `write_stall_timeout`.
+async fn serve<I>(
+    builder: &Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    options: &ListenerOptions,
+    service: TowerToHyperService<Router>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(StallGuard::new(io, options.write_stall_timeout));
+    watcher
+        .watch(
+            builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned(),
+        )
+        .await
 }
