@@ -127,6 +127,37 @@ pub struct QueueState {
 }
 
 impl QueueState {
+    /// Applies `op` to each receipt at `now_ms`; a receipt that does not parse gets
+    /// `invalid` without reaching `op`. Returns each receipt's outcome and the journal
+    /// entries `op` produced (to append before answering).
+    pub fn apply_receipts<O>(
+        &mut self,
+        receipts: &[String],
+        now_ms: i64,
+        invalid: O,
+        mut op: impl FnMut(&mut QueueState, Receipt, i64) -> (O, Option<JournalEntry>),
+    ) -> (Vec<(String, O)>, Vec<JournalEntry>)
+    where
+        O: Clone,
+    {
+        let mut entries = Vec::new();
+        let outcomes = receipts
+            .iter()
+            .map(|text| {
+                let outcome = match Receipt::parse(text) {
+                    None => invalid.clone(),
+                    Some(receipt) => {
+                        let (outcome, entry) = op(self, receipt, now_ms);
+                        entries.extend(entry);
+                        outcome
+                    }
+                };
+                (text.clone(), outcome)
+            })
+            .collect();
+        (outcomes, entries)
+    }
+
     pub fn new(durable: DurableState, max_deliveries: u32, tracked_max: usize) -> Self {
         let mut state = Self {
             floor: durable.floor,

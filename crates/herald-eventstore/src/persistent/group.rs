@@ -393,28 +393,13 @@ impl Group {
     async fn per_receipt(
         &self,
         receipts: &[String],
-        mut op: impl FnMut(&mut QueueState, Receipt, i64) -> (ReceiptOutcome, Option<JournalEntry>),
+        op: impl FnMut(&mut QueueState, Receipt, i64) -> (ReceiptOutcome, Option<JournalEntry>),
     ) -> Result<Vec<(String, ReceiptOutcome)>, EventStoreError> {
         self.check_live()?;
-        let mut entries = Vec::new();
-        let outcomes: Vec<(String, ReceiptOutcome)> = {
-            let mut state = self.state.lock();
-            let now = now_ms();
-            receipts
-                .iter()
-                .map(|text| {
-                    let outcome = match Receipt::parse(text) {
-                        None => ReceiptOutcome::Invalid,
-                        Some(receipt) => {
-                            let (outcome, entry) = op(&mut state, receipt, now);
-                            entries.extend(entry);
-                            outcome
-                        }
-                    };
-                    (text.clone(), outcome)
-                })
-                .collect()
-        };
+        let (outcomes, entries) =
+            self.state
+                .lock()
+                .apply_receipts(receipts, now_ms(), ReceiptOutcome::Invalid, op);
         self.journal_append(&entries).await?;
         self.park_pending().await?;
         self.changed.notify_waiters();
