@@ -32,7 +32,9 @@ use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
 use crate::schemas::SchemaStore;
-use crate::storage::{JetStreamBackend, PartitionStore, TopicChange, TopicRegistry};
+use crate::storage::{
+    JetStreamBackend, OffsetRegistry, OffsetsChange, PartitionStore, TopicChange, TopicRegistry,
+};
 use crate::topic::Topic;
 use herald_core::schema::{Compatibility, Registration, TypeSummary};
 
@@ -126,8 +128,49 @@ struct Inner {
     /// directory) covers only the delayed events it accepted.
     delayed_topic: String,
     /// The JetStream connection and shared topic registry when partitions live there.
-    jetstream: Option<(JetStreamBackend, TopicRegistry)>,
+    jetstream: Option<(JetStreamBackend, TopicRegistry, Arc<OffsetRegistry>)>,
     _lock: File,
+}
+
+/// Follows the shared committed offsets from `revision` on: a commit made through another
+/// gateway replaces this gateway's copy of that group's offsets.
+async fn follow_offsets(
+    inner: std::sync::Weak<Inner>,
+    offsets: Arc<OffsetRegistry>,
+    mut revision: u64,
+) {
+    loop {
+        match offsets.watch(revision).await {
+            Ok(changes) => {
+                let mut changes = std::pin::pin!(changes);
+                while let Some((seen, change)) = futures::StreamExt::next(&mut changes).await {
+                    revision = revision.max(seen);
+                    let Some(inner) = inner.upgrade() else { return };
+                    apply_offsets_change(&inner, change);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "committed offsets watch failed; retrying"),
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn apply_offsets_change(inner: &Inner, (group, offsets): OffsetsChange) {
+    let mut groups = inner.groups.lock();
+    match offsets {
+        Some(offsets) => groups.entry(group).or_default().committed = offsets,
+        None => {
+            if let Some(state) = groups.get_mut(&group) {
+                state.committed.clear();
+                if state.members.is_empty() {
+                    groups.remove(&group);
+                }
+            }
+        }
+    }
 }
 
 /// One partition's share of a publish: request indexes, records, dedup ids (JetStream).
@@ -174,7 +217,8 @@ impl Broker {
             StorageBackend::JetStream(js) => {
                 let backend = JetStreamBackend::connect(js.clone()).await?;
                 let registry = TopicRegistry::open(&backend).await?;
-                Some((backend, registry))
+                let offsets = Arc::new(OffsetRegistry::open(&backend).await?);
+                Some((backend, registry, offsets))
             }
         };
         let local = jetstream.is_none();
@@ -195,16 +239,21 @@ impl Broker {
                         opened.push((meta, partitions));
                     }
                 }
-                let committed = OffsetStore::new(&data_dir).load_all()?;
+                let committed = if local {
+                    OffsetStore::new(&data_dir).load_all()?
+                } else {
+                    HashMap::new()
+                };
                 let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
                 let schemas = SchemaStore::load(data_dir.join("schemas.json"))?;
                 Ok::<_, BrokerError>((lock, opened, committed, delay, schemas, delayed_topic))
             })
             .await
             .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
-        let mut opened = opened;
-        let mut registry_revision = 0;
-        if let Some((backend, registry)) = &jetstream {
+        let (mut opened, mut committed) = (opened, committed);
+        let (mut registry_revision, mut offsets_revision) = (0, 0);
+        if let Some((backend, registry, offsets)) = &jetstream {
+            (committed, offsets_revision) = offsets.load_all().await?;
             let (metas, revision) = registry.load_all().await?;
             registry_revision = revision;
             for meta in metas {
@@ -248,13 +297,22 @@ impl Broker {
         };
         broker.recover_delayed().await?;
         broker.start_background_tasks();
-        if let Some((_, registry)) = &broker.inner.jetstream {
+        if let Some((_, registry, offsets)) = &broker.inner.jetstream {
             let follower = tokio::spawn(follow_topic_registry(
                 Arc::downgrade(&broker.inner),
                 registry.clone(),
                 registry_revision,
             ));
-            broker.inner.background.lock().push(follower);
+            let offsets_follower = tokio::spawn(follow_offsets(
+                Arc::downgrade(&broker.inner),
+                Arc::clone(offsets),
+                offsets_revision,
+            ));
+            broker
+                .inner
+                .background
+                .lock()
+                .extend([follower, offsets_follower]);
         }
         Ok(broker)
     }
@@ -338,7 +396,7 @@ impl Broker {
         let partitions = match &self.inner.jetstream {
             // The registry claims the name for every gateway first; streams follow (a
             // gateway that sees the entry opens, i.e. creates, them too).
-            Some((backend, registry)) => {
+            Some((backend, registry, _)) => {
                 registry.create(&meta).await?;
                 match Topic::open_jetstream_partitions(backend, &meta).await {
                     Ok(partitions) => partitions,
@@ -402,7 +460,7 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        if let Some((backend, registry)) = &self.inner.jetstream {
+        if let Some((backend, registry, _)) = &self.inner.jetstream {
             registry.delete(name).await?;
             for p in 0..partitions {
                 backend.delete_partition(name, p).await?;
@@ -443,7 +501,7 @@ impl Broker {
 
     /// Opens or closes a topic another gateway created or deleted (JetStream storage).
     async fn apply_topic_change(&self, change: TopicChange) {
-        let Some((backend, _)) = &self.inner.jetstream else {
+        let Some((backend, _, _)) = &self.inner.jetstream else {
             return;
         };
         let _admin = self.inner.topic_admin.lock().await;
@@ -1334,6 +1392,9 @@ impl Broker {
             .get(group)
             .map(|g| g.committed.clone())
             .unwrap_or_default();
+        if let Some((_, _, shared)) = &self.inner.jetstream {
+            return shared.store(group, &snapshot).await;
+        }
         let store = self.inner.offset_store.clone();
         let group = group.to_string();
         tokio::task::spawn_blocking(move || store.store(&group, &snapshot))
@@ -1417,6 +1478,9 @@ impl Broker {
                 return Err(BrokerError::GroupNotEmpty(group.to_string()));
             }
             groups.remove(group);
+        }
+        if let Some((_, _, shared)) = &self.inner.jetstream {
+            return shared.remove(group).await;
         }
         let store = self.inner.offset_store.clone();
         let name = group.to_string();

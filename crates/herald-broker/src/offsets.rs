@@ -63,14 +63,9 @@ impl OffsetStore {
             };
             let parsed = fs::read(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<OffsetsFile>(&b).map_err(|e| e.to_string()));
+                .and_then(|b| decode(&b));
             match parsed {
-                Ok(file) => {
-                    let offsets = file
-                        .offsets
-                        .into_iter()
-                        .map(|o| ((o.topic, o.partition), o.offset))
-                        .collect();
+                Ok((_, offsets)) => {
                     groups.insert(name, offsets);
                 }
                 Err(e) => {
@@ -83,20 +78,7 @@ impl OffsetStore {
 
     /// Durably replaces `group`'s committed offsets.
     pub fn store(&self, group: &str, offsets: &CommittedOffsets) -> Result<(), BrokerError> {
-        let file = OffsetsFile {
-            group: group.to_string(),
-            offsets: offsets
-                .iter()
-                .map(|((topic, partition), offset)| OffsetEntry {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: *offset,
-                })
-                .collect(),
-        };
-        let bytes = serde_json::to_vec(&file)
-            .map_err(|e| BrokerError::io(&self.dir, std::io::Error::other(e)))?;
-        write_atomically(&self.path(group), &bytes)
+        write_atomically(&self.path(group), &encode(group, offsets))
     }
 
     /// Removes a group's offsets file.
@@ -108,6 +90,33 @@ impl OffsetStore {
             Err(e) => Err(BrokerError::io(&path, e)),
         }
     }
+}
+
+/// The stored form of a group's committed offsets (files and the JetStream KV bucket).
+pub(crate) fn encode(group: &str, offsets: &CommittedOffsets) -> Vec<u8> {
+    let file = OffsetsFile {
+        group: group.to_string(),
+        offsets: offsets
+            .iter()
+            .map(|((topic, partition), offset)| OffsetEntry {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&file).unwrap_or_default()
+}
+
+/// Parses [`encode`]'s output: the group's name and its offsets.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(String, CommittedOffsets), String> {
+    let file = serde_json::from_slice::<OffsetsFile>(bytes).map_err(|e| e.to_string())?;
+    let offsets = file
+        .offsets
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect();
+    Ok((file.group, offsets))
 }
 
 #[cfg(test)]

@@ -258,3 +258,64 @@ fn a_nats_cluster_node_killed_under_load_loses_no_acknowledged_event() {
     }
     eprintln!("{} acknowledged events, all present", acked.len());
 }
+
+/// Joins `group` on `api` for `topic` and returns the member's events path.
+fn join(api: &Api, group: &str, topic: &str) -> String {
+    let joined = api.join_group(
+        group,
+        &json!({"topics": [topic], "session_timeout_ms": 10_000, "auto_offset_reset": "earliest"}),
+    );
+    let id = joined["member_id"].as_str().expect("member_id");
+    format!("/v1/groups/{group}/members/{id}")
+}
+
+fn member_fetch(api: &Api, member: &str, max: u32) -> Vec<Value> {
+    let reply = api
+        .get_query(
+            &format!("{member}/events"),
+            &[("max", max.to_string()), ("wait_ms", "2000".into())],
+        )
+        .expect_status(200);
+    reply.body["events"].as_array().expect("events").clone()
+}
+
+#[test]
+fn a_group_resumes_on_another_gateway_from_the_offsets_committed_on_the_first() {
+    let nats = NatsServer::start_temp();
+    let mut one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+    a.create_topic("invoices", 1);
+    wait_topic_visible(&b, "invoices");
+    let events: Vec<Value> = (0..100).map(|i| event(&format!("inv-{i}"))).collect();
+    a.publish("invoices", &events);
+
+    // The member on gateway one reads 60 events and commits them, then its gateway dies.
+    let member = join(&a, "billing", "invoices");
+    let mut read = Vec::new();
+    while read.len() < 60 {
+        read.extend(member_fetch(&a, &member, (60 - read.len()) as u32));
+    }
+    assert_eq!(record_offset(&read[59]), 59);
+    a.post_json(
+        &format!("{member}/commit"),
+        &json!({"offsets": [{"topic": "invoices", "partition": 0, "offset": 60}]}),
+    )
+    .expect_status(200);
+    one.kill9();
+
+    // Gateway two already knows the commit: describe shows it, and a member that joins
+    // there starts at offset 60, not at the beginning.
+    wait_for("commit visible on gateway two", WAIT, || {
+        let described = b.get("/v1/groups/billing");
+        (described.status == 200 && described.body["offsets"][0]["committed"] == 60).then_some(())
+    });
+    let member = join(&b, "billing", "invoices");
+    let rest = member_fetch(&b, &member, 100);
+    assert_eq!(
+        rest.first().map(record_offset),
+        Some(60),
+        "resumes at the commit"
+    );
+    assert_eq!(record_id(&rest[0]), "inv-60");
+}

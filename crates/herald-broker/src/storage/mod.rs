@@ -4,6 +4,7 @@
 //! resolves only once its records are durable, and `next_offset()` never moves back.
 
 pub mod jetstream;
+pub mod offset_registry;
 pub mod topic_registry;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use crate::error::BrokerError;
 
 pub use jetstream::{JetStreamBackend, JetStreamConfig, JetStreamPartition};
+pub use offset_registry::{OffsetRegistry, OffsetsChange};
 pub use topic_registry::{TopicChange, TopicRegistry};
 
 /// The storage of one topic partition.

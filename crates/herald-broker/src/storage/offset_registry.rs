@@ -1,0 +1,147 @@
+//! Committed group offsets shared by every gateway on one JetStream: a KV bucket
+//! (`<PREFIX>_offsets`), one key per group holding all its committed offsets. A member that
+//! moves to another gateway (its gateway died) resumes from the last commit made anywhere.
+//! Invariant: a gateway applies a change only if its KV revision is newer than the last
+//! one it wrote or applied for that group (its own writes echo back in order).
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::kv::{self, Operation};
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::error::BrokerError;
+use crate::offsets::{decode, encode, CommittedOffsets};
+use crate::storage::JetStreamBackend;
+
+/// A change seen in the bucket: a group's offsets, or `None` when they were removed.
+pub type OffsetsChange = (String, Option<CommittedOffsets>);
+
+pub struct OffsetRegistry {
+    kv: kv::Store,
+    /// Newest revision written or applied per group.
+    revisions: Mutex<HashMap<String, u64>>,
+}
+
+/// Group names use `[A-Za-z0-9._-]`; `.` is written `=2E` (KV keys may not start or end
+/// with `.`; `=` never occurs in a name).
+fn escape(name: &str) -> String {
+    name.replace('.', "=2E")
+}
+
+fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("JetStream offsets: {what}: {error}"))
+}
+
+impl OffsetRegistry {
+    pub async fn open(backend: &JetStreamBackend) -> Result<Self, BrokerError> {
+        let bucket = format!("{}_offsets", backend.config().prefix);
+        let kv = backend
+            .key_value(&bucket, "Herald committed group offsets")
+            .await?;
+        Ok(Self {
+            kv,
+            revisions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Every group's offsets, and the revision to follow changes from (exclusive).
+    pub async fn load_all(&self) -> Result<(HashMap<String, CommittedOffsets>, u64), BrokerError> {
+        let status = self
+            .kv
+            .status()
+            .await
+            .map_err(|e| unavailable("reading the bucket", e))?;
+        let revision = status.info.state.last_sequence;
+        let mut keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| unavailable("listing groups", e))?;
+        let mut groups = HashMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| unavailable("listing groups", e))?;
+            let Some(entry) = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| unavailable(format_args!("reading group {key}"), e))?
+            else {
+                continue;
+            };
+            match decode(&entry.value) {
+                Ok((group, offsets)) if escape(&group) == key => {
+                    self.revisions.lock().insert(group.clone(), entry.revision);
+                    groups.insert(group, offsets);
+                }
+                Ok(_) | Err(_) => {
+                    tracing::error!(key, "committed offsets entry does not parse; skipped")
+                }
+            }
+        }
+        Ok((groups, revision))
+    }
+
+    /// Durably replaces `group`'s committed offsets for every gateway.
+    pub async fn store(&self, group: &str, offsets: &CommittedOffsets) -> Result<(), BrokerError> {
+        let revision = self
+            .kv
+            .put(escape(group), Bytes::from(encode(group, offsets)))
+            .await
+            .map_err(|e| unavailable(format_args!("committing for group {group}"), e))?;
+        self.note(group, revision);
+        Ok(())
+    }
+
+    pub async fn remove(&self, group: &str) -> Result<(), BrokerError> {
+        self.kv
+            .purge(escape(group))
+            .await
+            .map_err(|e| unavailable(format_args!("removing group {group}"), e))
+    }
+
+    /// Records `revision` for `group`; false if a newer one was already seen.
+    fn note(&self, group: &str, revision: u64) -> bool {
+        let mut revisions = self.revisions.lock();
+        let seen = revisions.entry(group.to_string()).or_insert(0);
+        if revision <= *seen {
+            return false;
+        }
+        *seen = revision;
+        true
+    }
+
+    /// Changes after `revision` that are newer than what this gateway wrote or applied.
+    pub async fn watch(
+        &self,
+        revision: u64,
+    ) -> Result<impl futures::Stream<Item = (u64, OffsetsChange)> + Send + '_, BrokerError> {
+        let watch = self
+            .kv
+            .watch_all_from_revision(revision + 1)
+            .await
+            .map_err(|e| unavailable("watching", e))?;
+        Ok(watch.filter_map(move |entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!(%error, "committed offsets watch failed");
+                    return None;
+                }
+            };
+            let change = match entry.operation {
+                Operation::Delete | Operation::Purge => (entry.key.replace("=2E", "."), None),
+                Operation::Put => match decode(&entry.value) {
+                    Ok((group, offsets)) if escape(&group) == entry.key => (group, Some(offsets)),
+                    _ => {
+                        tracing::error!(key = %entry.key, "committed offsets entry does not parse; ignored");
+                        return None;
+                    }
+                },
+            };
+            self.note(&change.0, entry.revision)
+                .then_some((entry.revision, change))
+        }))
+    }
+}
