@@ -4,6 +4,7 @@
 //! resolves only once its records are durable, and `next_offset()` never moves back.
 
 pub mod jetstream;
+pub mod kv;
 pub mod offset_registry;
 pub mod topic_registry;
 

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::error::BrokerError;
 use crate::offsets::{decode, encode, CommittedOffsets};
+use crate::storage::kv::{escape_key, load_entries, unescape_key, watch_entries};
 use crate::storage::JetStreamBackend;
 
 /// A change seen in the bucket: a group's offsets, or `None` when they were removed.
@@ -22,12 +23,6 @@ pub struct OffsetRegistry {
     kv: kv::Store,
     /// Newest revision written or applied per group.
     revisions: Mutex<HashMap<String, u64>>,
-}
-
-/// Group names use `[A-Za-z0-9._-]`; `.` is written `=2E` (KV keys may not start or end
-/// with `.`; `=` never occurs in a name).
-fn escape(name: &str) -> String {
-    name.replace('.', "=2E")
 }
 
 fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
@@ -48,35 +43,16 @@ impl OffsetRegistry {
 
     /// Every group's offsets, and the revision to follow changes from (exclusive).
     pub async fn load_all(&self) -> Result<(HashMap<String, CommittedOffsets>, u64), BrokerError> {
-        let status = self
-            .kv
-            .status()
-            .await
-            .map_err(|e| unavailable("reading the bucket", e))?;
-        let revision = status.info.state.last_sequence;
-        let mut keys = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| unavailable("listing groups", e))?;
+        let (entries, revision) = load_entries(&self.kv, "offsets").await?;
         let mut groups = HashMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| unavailable("listing groups", e))?;
-            let Some(entry) = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|e| unavailable(format_args!("reading group {key}"), e))?
-            else {
-                continue;
-            };
+        for entry in entries {
             match decode(&entry.value) {
-                Ok((group, offsets)) if escape(&group) == key => {
+                Ok((group, offsets)) if escape_key(&group) == entry.key => {
                     self.revisions.lock().insert(group.clone(), entry.revision);
                     groups.insert(group, offsets);
                 }
                 Ok(_) | Err(_) => {
-                    tracing::error!(key, "committed offsets entry does not parse; skipped")
+                    tracing::error!(key = %entry.key, "committed offsets entry does not parse; skipped")
                 }
             }
         }
@@ -87,7 +63,7 @@ impl OffsetRegistry {
     pub async fn store(&self, group: &str, offsets: &CommittedOffsets) -> Result<(), BrokerError> {
         let revision = self
             .kv
-            .put(escape(group), Bytes::from(encode(group, offsets)))
+            .put(escape_key(group), Bytes::from(encode(group, offsets)))
             .await
             .map_err(|e| unavailable(format_args!("committing for group {group}"), e))?;
         self.note(group, revision);
@@ -96,7 +72,7 @@ impl OffsetRegistry {
 
     pub async fn remove(&self, group: &str) -> Result<(), BrokerError> {
         self.kv
-            .purge(escape(group))
+            .purge(escape_key(group))
             .await
             .map_err(|e| unavailable(format_args!("removing group {group}"), e))
     }
@@ -117,23 +93,12 @@ impl OffsetRegistry {
         &self,
         revision: u64,
     ) -> Result<impl futures::Stream<Item = (u64, OffsetsChange)> + Send + '_, BrokerError> {
-        let watch = self
-            .kv
-            .watch_all_from_revision(revision + 1)
-            .await
-            .map_err(|e| unavailable("watching", e))?;
+        let watch = watch_entries(&self.kv, revision, "offsets").await?;
         Ok(watch.filter_map(move |entry| async move {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(error) => {
-                    tracing::warn!(%error, "committed offsets watch failed");
-                    return None;
-                }
-            };
             let change = match entry.operation {
-                Operation::Delete | Operation::Purge => (entry.key.replace("=2E", "."), None),
+                Operation::Delete | Operation::Purge => (unescape_key(&entry.key), None),
                 Operation::Put => match decode(&entry.value) {
-                    Ok((group, offsets)) if escape(&group) == entry.key => (group, Some(offsets)),
+                    Ok((group, offsets)) if escape_key(&group) == entry.key => (group, Some(offsets)),
                     _ => {
                         tracing::error!(key = %entry.key, "committed offsets entry does not parse; ignored");
                         return None;

@@ -1,7 +1,7 @@
 //! Topic metadata shared by every gateway on one JetStream: a KV bucket (`<PREFIX>_topics`)
 //! with one key per topic. Creating claims the name atomically (KV `create`), so two
 //! gateways cannot both create a topic; each gateway follows the bucket to open and close
-//! topics made or deleted elsewhere. Invariant: a key is `escape(name)`, never a raw name.
+//! topics made or deleted elsewhere. Invariant: a key is `escape_key(name)`, never a raw name.
 
 use async_nats::jetstream::kv::{self, Operation};
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use futures::StreamExt;
 
 use crate::error::BrokerError;
 use crate::metadata::TopicMeta;
+use crate::storage::kv::{escape_key, load_entries, unescape_key, watch_entries};
 use crate::storage::JetStreamBackend;
 
 /// A change seen in the registry.
@@ -21,16 +22,6 @@ pub enum TopicChange {
 #[derive(Clone)]
 pub struct TopicRegistry {
     kv: kv::Store,
-}
-
-/// Topic names use `[A-Za-z0-9._-]`; KV keys may not start or end with `.`, so `.` is
-/// written `=2E` (`=` never occurs in a topic name, so this is reversible).
-fn escape(name: &str) -> String {
-    name.replace('.', "=2E")
-}
-
-fn unescape(key: &str) -> String {
-    key.replace("=2E", ".")
 }
 
 fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
@@ -47,35 +38,16 @@ impl TopicRegistry {
 
     /// Every topic, and the revision to follow changes from (exclusive).
     pub async fn load_all(&self) -> Result<(Vec<TopicMeta>, u64), BrokerError> {
-        let status = self
-            .kv
-            .status()
-            .await
-            .map_err(|e| unavailable("reading the bucket", e))?;
-        let revision = status.info.state.last_sequence;
-        let mut keys = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| unavailable("listing topics", e))?;
+        let (entries, revision) = load_entries(&self.kv, "topic registry").await?;
         let mut metas = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| unavailable("listing topics", e))?;
-            let Some(value) = self
-                .kv
-                .get(&key)
-                .await
-                .map_err(|e| unavailable(format_args!("reading topic {key}"), e))?
-            else {
-                continue;
-            };
-            match serde_json::from_slice::<TopicMeta>(&value) {
-                Ok(meta) if meta.name == unescape(&key) => metas.push(meta),
+        for entry in entries {
+            match serde_json::from_slice::<TopicMeta>(&entry.value) {
+                Ok(meta) if meta.name == unescape_key(&entry.key) => metas.push(meta),
                 Ok(meta) => {
-                    tracing::error!(key, name = %meta.name, "topic registry entry names another topic; skipped")
+                    tracing::error!(key = %entry.key, name = %meta.name, "topic registry entry names another topic; skipped")
                 }
                 Err(error) => {
-                    tracing::error!(key, %error, "topic registry entry does not parse; skipped")
+                    tracing::error!(key = %entry.key, %error, "topic registry entry does not parse; skipped")
                 }
             }
         }
@@ -85,7 +57,11 @@ impl TopicRegistry {
     /// Claims `meta.name`; `TopicExists` if any gateway already has it.
     pub async fn create(&self, meta: &TopicMeta) -> Result<(), BrokerError> {
         let value = serde_json::to_vec(meta).map_err(|e| unavailable("encoding", e))?;
-        match self.kv.create(escape(&meta.name), Bytes::from(value)).await {
+        match self
+            .kv
+            .create(escape_key(&meta.name), Bytes::from(value))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(BrokerError::TopicExists(meta.name.clone()))
@@ -96,7 +72,7 @@ impl TopicRegistry {
 
     pub async fn delete(&self, name: &str) -> Result<(), BrokerError> {
         self.kv
-            .purge(escape(name))
+            .purge(escape_key(name))
             .await
             .map_err(|e| unavailable(format_args!("deleting topic {name}"), e))
     }
@@ -107,20 +83,9 @@ impl TopicRegistry {
         &self,
         revision: u64,
     ) -> Result<impl futures::Stream<Item = (u64, TopicChange)> + Send + 'static, BrokerError> {
-        let watch = self
-            .kv
-            .watch_all_from_revision(revision + 1)
-            .await
-            .map_err(|e| unavailable("watching", e))?;
+        let watch = watch_entries(&self.kv, revision, "topic registry").await?;
         Ok(watch.filter_map(|entry| async move {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(error) => {
-                    tracing::warn!(%error, "topic registry watch failed");
-                    return None;
-                }
-            };
-            let name = unescape(&entry.key);
+            let name = unescape_key(&entry.key);
             let change = match entry.operation {
                 Operation::Delete | Operation::Purge => TopicChange::Deleted(name),
                 Operation::Put => match serde_json::from_slice::<TopicMeta>(&entry.value) {
@@ -133,19 +98,5 @@ impl TopicRegistry {
             };
             Some((entry.revision, change))
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_round_trip_and_never_start_with_a_dot() {
-        for name in [".a", "a.b.c", "x", "a..b", "-_.-"] {
-            let key = escape(name);
-            assert!(!key.contains('.'), "{key}");
-            assert_eq!(unescape(&key), name);
-        }
     }
 }
