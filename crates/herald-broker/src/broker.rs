@@ -32,11 +32,12 @@ use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
 use crate::schemas::SchemaStore;
-use crate::storage::{
-    JetStreamBackend, OffsetRegistry, OffsetsChange, PartitionStore, TopicChange, TopicRegistry,
-};
+use crate::storage::{JetStreamBackend, PartitionStore, TopicChange};
+
+mod shared;
 use crate::topic::Topic;
 use herald_core::schema::{Compatibility, Registration, TypeSummary};
+use shared::Shared;
 
 /// Most bytes of events one fetch returns (at least one event is always returned).
 pub const FETCH_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -127,79 +128,13 @@ struct Inner {
     /// JetStream `DELAYED_TOPIC.<gateway id>`, since each gateway's schedule (in its data
     /// directory) covers only the delayed events it accepted.
     delayed_topic: String,
-    /// The JetStream connection and shared topic registry when partitions live there.
-    jetstream: Option<(JetStreamBackend, TopicRegistry, Arc<OffsetRegistry>)>,
+    /// The JetStream connection and the registries gateways share, when partitions live there.
+    jetstream: Option<Shared>,
     _lock: File,
-}
-
-/// Follows the shared committed offsets from `revision` on: a commit made through another
-/// gateway replaces this gateway's copy of that group's offsets.
-async fn follow_offsets(
-    inner: std::sync::Weak<Inner>,
-    offsets: Arc<OffsetRegistry>,
-    mut revision: u64,
-) {
-    loop {
-        match offsets.watch(revision).await {
-            Ok(changes) => {
-                let mut changes = std::pin::pin!(changes);
-                while let Some((seen, change)) = futures::StreamExt::next(&mut changes).await {
-                    revision = revision.max(seen);
-                    let Some(inner) = inner.upgrade() else { return };
-                    apply_offsets_change(&inner, change);
-                }
-            }
-            Err(error) => tracing::warn!(%error, "committed offsets watch failed; retrying"),
-        }
-        if inner.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-fn apply_offsets_change(inner: &Inner, (group, offsets): OffsetsChange) {
-    let mut groups = inner.groups.lock();
-    match offsets {
-        Some(offsets) => groups.entry(group).or_default().committed = offsets,
-        None => {
-            if let Some(state) = groups.get_mut(&group) {
-                state.committed.clear();
-                if state.members.is_empty() {
-                    groups.remove(&group);
-                }
-            }
-        }
-    }
 }
 
 /// One partition's share of a publish: request indexes, records, dedup ids (JetStream).
 type PartitionBatch = (Vec<usize>, Vec<Record>, Vec<String>);
-
-/// Follows the shared topic registry from `revision` on, re-subscribing after failures.
-async fn follow_topic_registry(
-    inner: std::sync::Weak<Inner>,
-    registry: TopicRegistry,
-    mut revision: u64,
-) {
-    loop {
-        match registry.watch(revision).await {
-            Ok(changes) => {
-                let mut changes = std::pin::pin!(changes);
-                while let Some((seen, change)) = futures::StreamExt::next(&mut changes).await {
-                    revision = revision.max(seen);
-                    let Some(inner) = inner.upgrade() else { return };
-                    Broker { inner }.apply_topic_change(change).await;
-                }
-            }
-            Err(error) => tracing::warn!(%error, "topic registry watch failed; retrying"),
-        }
-        if inner.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -212,23 +147,18 @@ impl Broker {
         let started = Instant::now();
         let data_dir = config.data_dir.clone();
         let queue_depth = config.partition_queue_depth_max;
-        let jetstream = match &config.storage {
+        let backend = match &config.storage {
             StorageBackend::Local => None,
-            StorageBackend::JetStream(js) => {
-                let backend = JetStreamBackend::connect(js.clone()).await?;
-                let registry = TopicRegistry::open(&backend).await?;
-                let offsets = Arc::new(OffsetRegistry::open(&backend).await?);
-                Some((backend, registry, offsets))
-            }
+            StorageBackend::JetStream(js) => Some(JetStreamBackend::connect(js.clone()).await?),
         };
-        let local = jetstream.is_none();
-        let (lock, opened, committed, delay, schemas, delayed_topic) =
+        let local = backend.is_none();
+        let (lock, mut opened, mut committed, delay, schemas, gateway) =
             tokio::task::spawn_blocking(move || {
                 let lock = metadata::lock_data_dir(&data_dir)?;
-                let delayed_topic = if local {
-                    DELAYED_TOPIC.to_string()
+                let gateway = if local {
+                    None
                 } else {
-                    format!("{DELAYED_TOPIC}.{}", metadata::gateway_id(&data_dir)?)
+                    Some(metadata::gateway_id(&data_dir)?)
                 };
                 let mut opened = Vec::new();
                 // On JetStream the shared registry holds the topics, not this directory.
@@ -246,21 +176,27 @@ impl Broker {
                 };
                 let delay = DelaySchedule::load(data_dir.join("delayed.json"))?;
                 let schemas = SchemaStore::load(data_dir.join("schemas.json"))?;
-                Ok::<_, BrokerError>((lock, opened, committed, delay, schemas, delayed_topic))
+                Ok::<_, BrokerError>((lock, opened, committed, delay, schemas, gateway))
             })
             .await
             .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
-        let (mut opened, mut committed) = (opened, committed);
-        let (mut registry_revision, mut offsets_revision) = (0, 0);
-        if let Some((backend, registry, offsets)) = &jetstream {
-            (committed, offsets_revision) = offsets.load_all().await?;
-            let (metas, revision) = registry.load_all().await?;
-            registry_revision = revision;
-            for meta in metas {
-                let partitions = Topic::open_jetstream_partitions(backend, &meta).await?;
-                opened.push((meta, partitions));
+        let delayed_topic = match &gateway {
+            None => DELAYED_TOPIC.to_string(),
+            Some(id) => format!("{DELAYED_TOPIC}.{id}"),
+        };
+        let (jetstream, loaded) = match (backend, gateway) {
+            (Some(backend), Some(gateway)) => {
+                let (shared, loaded) = Shared::open(backend, gateway).await?;
+                for meta in &loaded.topics {
+                    let partitions =
+                        Topic::open_jetstream_partitions(&shared.backend, meta).await?;
+                    opened.push((meta.clone(), partitions));
+                }
+                committed = loaded.committed.clone();
+                (Some(shared), Some(loaded))
             }
-        }
+            _ => (None, None),
+        };
         let mut topics = BTreeMap::new();
         for (meta, partitions) in opened {
             let name = meta.name.clone();
@@ -297,22 +233,8 @@ impl Broker {
         };
         broker.recover_delayed().await?;
         broker.start_background_tasks();
-        if let Some((_, registry, offsets)) = &broker.inner.jetstream {
-            let follower = tokio::spawn(follow_topic_registry(
-                Arc::downgrade(&broker.inner),
-                registry.clone(),
-                registry_revision,
-            ));
-            let offsets_follower = tokio::spawn(follow_offsets(
-                Arc::downgrade(&broker.inner),
-                Arc::clone(offsets),
-                offsets_revision,
-            ));
-            broker
-                .inner
-                .background
-                .lock()
-                .extend([follower, offsets_follower]);
+        if let Some(loaded) = loaded {
+            broker.start_sharing(loaded);
         }
         Ok(broker)
     }
@@ -345,7 +267,7 @@ impl Broker {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                Broker { inner }.expire_members(Instant::now());
+                Broker { inner }.expire_members(Instant::now()).await;
             }
         });
         let delay = tokio::spawn(run_delay_scheduler(
@@ -396,12 +318,12 @@ impl Broker {
         let partitions = match &self.inner.jetstream {
             // The registry claims the name for every gateway first; streams follow (a
             // gateway that sees the entry opens, i.e. creates, them too).
-            Some((backend, registry, _)) => {
-                registry.create(&meta).await?;
-                match Topic::open_jetstream_partitions(backend, &meta).await {
+            Some(shared) => {
+                shared.topics.create(&meta).await?;
+                match Topic::open_jetstream_partitions(&shared.backend, &meta).await {
                     Ok(partitions) => partitions,
                     Err(error) => {
-                        if let Err(e) = registry.delete(name).await {
+                        if let Err(e) = shared.topics.delete(name).await {
                             tracing::error!(topic = name, error = %e, "could not withdraw a topic whose streams failed");
                         }
                         return Err(error);
@@ -460,10 +382,10 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        if let Some((backend, registry, _)) = &self.inner.jetstream {
-            registry.delete(name).await?;
+        if let Some(shared) = &self.inner.jetstream {
+            shared.topics.delete(name).await?;
             for p in 0..partitions {
-                backend.delete_partition(name, p).await?;
+                shared.backend.delete_partition(name, p).await?;
             }
         }
         self.forget_topic_in_groups(name).await;
@@ -493,7 +415,9 @@ impl Broker {
             touched
         };
         for group in touched {
-            if let Err(e) = self.persist_offsets(&group).await {
+            let forget =
+                |committed: &mut CommittedOffsets| committed.retain(|(t, _), _| t != topic);
+            if let Err(e) = self.persist_offsets(&group, &forget).await {
                 tracing::error!(group, error = %e, "could not persist offsets after topic delete");
             }
         }
@@ -501,7 +425,7 @@ impl Broker {
 
     /// Opens or closes a topic another gateway created or deleted (JetStream storage).
     async fn apply_topic_change(&self, change: TopicChange) {
-        let Some((backend, _, _)) = &self.inner.jetstream else {
+        let Some(Shared { backend, .. }) = &self.inner.jetstream else {
             return;
         };
         let _admin = self.inner.topic_admin.lock().await;
@@ -522,6 +446,7 @@ impl Broker {
                             .write()
                             .insert(name.clone(), Arc::new(topic));
                         tracing::info!(topic = %name, "topic created by another gateway opened");
+                        self.rebalance_subscribers(&name);
                     }
                     Err(error) => {
                         tracing::error!(topic = %name, %error, "could not open a topic created by another gateway")
@@ -1095,8 +1020,9 @@ impl Broker {
 
     // ---- consumer groups ----
 
-    /// Adds a member to `group` (creating the group) and rebalances.
-    pub fn join_group(
+    /// Adds a member to `group` (creating the group) and rebalances. On JetStream storage
+    /// the member is announced to every gateway before this returns.
+    pub async fn join_group(
         &self,
         group: &str,
         options: JoinOptions,
@@ -1113,31 +1039,52 @@ impl Broker {
         }
         let member_id = format!("{group}-{}", uuid::Uuid::new_v4().simple());
         let counts = self.partition_counts();
-        let mut groups = self.inner.groups.lock();
-        let state = groups.entry(group.to_string()).or_default();
-        state.join(member_id.clone(), options, Instant::now(), &counts);
-        let member = &state.members[&member_id];
-        tracing::info!(group, member = %member_id, generation = state.generation, "member joined");
-        Ok((member_id, state.generation, member.assignments.clone()))
+        let generation = {
+            let mut groups = self.inner.groups.lock();
+            let state = groups.entry(group.to_string()).or_default();
+            state.join(member_id.clone(), options, Instant::now(), &counts);
+            tracing::info!(group, member = %member_id, generation = state.generation, "member joined");
+            state.generation
+        };
+        if let Err(error) = self.announce_member(group, &member_id).await {
+            // Unannounced, the other gateways would not count it: it must not exist here.
+            if let Some(state) = self.inner.groups.lock().get_mut(group) {
+                state.leave(&member_id, &self.partition_counts());
+            }
+            return Err(error);
+        }
+        // Other gateways' members may have changed the assignment meanwhile.
+        let groups = self.inner.groups.lock();
+        let state = groups.get(group);
+        let assignments = state
+            .and_then(|s| s.members.get(&member_id))
+            .map(|m| m.assignments.clone())
+            .unwrap_or_default();
+        let generation = state.map_or(generation, |s| s.generation);
+        Ok((member_id, generation, assignments))
     }
 
     /// Removes a member and rebalances.
-    pub fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
+    pub async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
         let counts = self.partition_counts();
-        let mut groups = self.inner.groups.lock();
-        let state = group_mut(&mut groups, group)?;
-        if !state.leave(member_id, &counts) {
-            return Err(BrokerError::MemberNotFound {
-                group: group.into(),
-                member: member_id.into(),
-            });
+        {
+            let mut groups = self.inner.groups.lock();
+            let state = group_mut(&mut groups, group)?;
+            if !state.leave(member_id, &counts) {
+                return Err(BrokerError::MemberNotFound {
+                    group: group.into(),
+                    member: member_id.into(),
+                });
+            }
+            tracing::info!(
+                group,
+                member = member_id,
+                generation = state.generation,
+                "member left"
+            );
         }
-        tracing::info!(
-            group,
-            member = member_id,
-            generation = state.generation,
-            "member left"
-        );
+        self.withdraw_members(vec![(group.to_string(), member_id.to_string())])
+            .await;
         Ok(())
     }
 
@@ -1154,13 +1101,20 @@ impl Broker {
         Ok((generation, member.assignments.clone()))
     }
 
-    fn expire_members(&self, now: Instant) {
+    async fn expire_members(&self, now: Instant) {
         let counts = self.partition_counts();
-        let mut groups = self.inner.groups.lock();
-        for (name, state) in groups.iter_mut() {
-            for member in state.expire(now, &counts) {
-                tracing::info!(group = %name, member = %member, generation = state.generation, "member session expired");
+        let mut expired = Vec::new();
+        {
+            let mut groups = self.inner.groups.lock();
+            for (name, state) in groups.iter_mut() {
+                for member in state.expire(now, &counts) {
+                    tracing::info!(group = %name, member = %member, generation = state.generation, "member session expired");
+                    expired.push((name.clone(), member));
+                }
             }
+        }
+        if !expired.is_empty() {
+            self.withdraw_members(expired).await;
         }
     }
 
@@ -1357,14 +1311,14 @@ impl Broker {
                     });
                 }
             }
-            for (a, offset) in &offsets {
-                state
-                    .committed
-                    .insert((a.topic.clone(), a.partition), *offset);
-            }
             offsets
         };
-        self.persist_offsets_locked(group).await?;
+        self.persist_offsets_locked(group, &|stored| {
+            for (a, offset) in &committed {
+                stored.insert((a.topic.clone(), a.partition), *offset);
+            }
+        })
+        .await?;
         Ok(committed)
     }
 
@@ -1377,23 +1331,39 @@ impl Broker {
             .clone()
     }
 
-    async fn persist_offsets(&self, group: &str) -> Result<(), BrokerError> {
+    async fn persist_offsets(
+        &self,
+        group: &str,
+        change: &(dyn Fn(&mut CommittedOffsets) + Sync),
+    ) -> Result<(), BrokerError> {
         let writer = self.group_writer(group);
         let _serial = writer.lock().await;
-        self.persist_offsets_locked(group).await
+        self.persist_offsets_locked(group, change).await
     }
 
-    /// Writes the group's committed offsets; caller holds the group's writer lock.
-    async fn persist_offsets_locked(&self, group: &str) -> Result<(), BrokerError> {
-        let snapshot: CommittedOffsets = self
-            .inner
-            .groups
-            .lock()
-            .get(group)
-            .map(|g| g.committed.clone())
-            .unwrap_or_default();
-        if let Some((_, _, shared)) = &self.inner.jetstream {
-            return shared.store(group, &snapshot).await;
+    /// Applies `change` to the group's committed offsets and writes them; caller holds the
+    /// group's writer lock. On JetStream the change is applied to the offsets stored there
+    /// (another gateway may have committed other partitions meanwhile).
+    async fn persist_offsets_locked(
+        &self,
+        group: &str,
+        change: &(dyn Fn(&mut CommittedOffsets) + Sync),
+    ) -> Result<(), BrokerError> {
+        let snapshot: CommittedOffsets = {
+            let mut groups = self.inner.groups.lock();
+            let state = groups.entry(group.to_string()).or_default();
+            change(&mut state.committed);
+            state.committed.clone()
+        };
+        if let Some(shared) = &self.inner.jetstream {
+            let (stored, revision) = shared.offsets.update(group, &snapshot, change).await?;
+            // Unless a newer commit from elsewhere was applied meanwhile, this is current.
+            if shared.offsets.revision(group) == revision {
+                if let Some(state) = self.inner.groups.lock().get_mut(group) {
+                    state.committed = stored;
+                }
+            }
+            return Ok(());
         }
         let store = self.inner.offset_store.clone();
         let group = group.to_string();
@@ -1411,16 +1381,12 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         self.check_running()?;
         validate_name("group", group)?;
-        let writer = self.group_writer(group);
-        let _serial = writer.lock().await;
-        {
-            let mut groups = self.inner.groups.lock();
-            let state = groups.entry(group.to_string()).or_default();
-            for (a, offset) in offsets {
-                state.committed.insert((a.topic, a.partition), offset);
+        self.persist_offsets(group, &|committed| {
+            for (a, offset) in &offsets {
+                committed.insert((a.topic.clone(), a.partition), *offset);
             }
-        }
-        self.persist_offsets_locked(group).await
+        })
+        .await
     }
 
     /// The committed offset of a group on one partition, if any.
@@ -1451,17 +1417,21 @@ impl Broker {
         }
         let writer = self.group_writer(group);
         let _serial = writer.lock().await;
+        if self
+            .inner
+            .groups
+            .lock()
+            .get(group)
+            .is_some_and(|state| !state.members.is_empty())
         {
-            let mut groups = self.inner.groups.lock();
-            let state = groups.entry(group.to_string()).or_default();
-            if !state.members.is_empty() {
-                return Err(BrokerError::GroupNotEmpty(group.to_string()));
-            }
-            for (p, offset) in positions {
-                state.committed.insert((topic_name.to_string(), p), offset);
-            }
+            return Err(BrokerError::GroupNotEmpty(group.to_string()));
         }
-        self.persist_offsets_locked(group).await
+        self.persist_offsets_locked(group, &|committed| {
+            for (p, offset) in &positions {
+                committed.insert((topic_name.to_string(), *p), *offset);
+            }
+        })
+        .await
     }
 
     /// Deletes an empty group and its committed offsets.
@@ -1479,8 +1449,8 @@ impl Broker {
             }
             groups.remove(group);
         }
-        if let Some((_, _, shared)) = &self.inner.jetstream {
-            return shared.remove(group).await;
+        if let Some(shared) = &self.inner.jetstream {
+            return shared.offsets.remove(group).await;
         }
         let store = self.inner.offset_store.clone();
         let name = group.to_string();

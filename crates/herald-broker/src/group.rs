@@ -4,7 +4,9 @@
 //! persists committed offsets. Invariants: each (topic, partition) of the group's topics
 //! is assigned to exactly one member (or none, when no member subscribes to the topic);
 //! every membership change bumps `generation`; a member only ever holds positions
-//! for partitions assigned to it.
+//! for partitions assigned to it. On JetStream storage the members include those other
+//! gateways serve (`gateway: Some`): they take part in the assignment, but only the
+//! gateway serving a member fetches, commits or heartbeats for it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -88,6 +90,35 @@ pub(crate) struct MemberState {
     pub positions: HashMap<Assignment, u64>,
     /// Where the next fetch starts in `assignments` (fairness).
     pub cursor: usize,
+    /// The gateway serving this member when it is another one (JetStream storage); its
+    /// `last_seen` is when this gateway last saw that gateway's heartbeat for it.
+    pub gateway: Option<String>,
+    /// When this gateway last announced the member to the others (JetStream storage).
+    pub announced: Option<Instant>,
+}
+
+impl MemberState {
+    fn new(options: JoinOptions, gateway: Option<String>, now: Instant) -> Self {
+        let mut topics = options.topics;
+        topics.sort();
+        topics.dedup();
+        Self {
+            topics,
+            session_timeout: options.session_timeout,
+            last_seen: now,
+            reset: options.auto_offset_reset,
+            assignments: Vec::new(),
+            positions: HashMap::new(),
+            cursor: 0,
+            gateway,
+            announced: None,
+        }
+    }
+
+    /// True if this gateway serves the member.
+    pub fn is_local(&self) -> bool {
+        self.gateway.is_none()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -113,22 +144,48 @@ impl GroupState {
         now: Instant,
         partition_counts: &BTreeMap<String, u32>,
     ) {
-        let mut topics = options.topics;
-        topics.sort();
-        topics.dedup();
-        self.members.insert(
-            member_id,
-            MemberState {
-                topics,
-                session_timeout: options.session_timeout,
-                last_seen: now,
-                reset: options.auto_offset_reset,
-                assignments: Vec::new(),
-                positions: HashMap::new(),
-                cursor: 0,
-            },
-        );
+        self.members
+            .insert(member_id, MemberState::new(options, None, now));
         self.rebalance(partition_counts);
+    }
+
+    /// Records a member another gateway serves (an announcement or its heartbeat):
+    /// refreshes its session, and rebalances if it is new or changed its topics.
+    pub fn join_remote(
+        &mut self,
+        member_id: String,
+        options: JoinOptions,
+        gateway: String,
+        now: Instant,
+        partition_counts: &BTreeMap<String, u32>,
+    ) {
+        let incoming = MemberState::new(options, Some(gateway), now);
+        match self.members.get_mut(&member_id) {
+            // A member this gateway serves keeps being served here.
+            Some(existing) if existing.is_local() => {}
+            Some(existing) if existing.topics == incoming.topics => {
+                existing.last_seen = now;
+                existing.session_timeout = incoming.session_timeout;
+            }
+            _ => {
+                self.members.insert(member_id, incoming);
+                self.rebalance(partition_counts);
+            }
+        }
+    }
+
+    /// Removes a member another gateway serves; false if there is none by that id.
+    pub fn remove_remote(
+        &mut self,
+        member_id: &str,
+        partition_counts: &BTreeMap<String, u32>,
+    ) -> bool {
+        if self.members.get(member_id).is_some_and(|m| !m.is_local()) {
+            self.members.remove(member_id);
+            self.rebalance(partition_counts);
+            return true;
+        }
+        false
     }
 
     /// The member `member_id`, with its session refreshed (any call counts as a heartbeat).
@@ -137,24 +194,28 @@ impl GroupState {
         group: &str,
         member_id: &str,
     ) -> Result<&mut MemberState, crate::BrokerError> {
-        let member =
-            self.members
-                .get_mut(member_id)
-                .ok_or_else(|| crate::BrokerError::MemberNotFound {
-                    group: group.into(),
-                    member: member_id.into(),
-                })?;
+        // A member another gateway serves is not found here: its client must talk to
+        // that gateway, or join again here.
+        let member = self
+            .members
+            .get_mut(member_id)
+            .filter(|m| m.is_local())
+            .ok_or_else(|| crate::BrokerError::MemberNotFound {
+                group: group.into(),
+                member: member_id.into(),
+            })?;
         member.last_seen = Instant::now();
         Ok(member)
     }
 
-    /// Removes a member; rebalances if it was there.
+    /// Removes a member this gateway serves; rebalances if it was there.
     pub fn leave(&mut self, member_id: &str, partition_counts: &BTreeMap<String, u32>) -> bool {
-        let removed = self.members.remove(member_id).is_some();
-        if removed {
-            self.rebalance(partition_counts);
+        if !self.members.get(member_id).is_some_and(|m| m.is_local()) {
+            return false;
         }
-        removed
+        self.members.remove(member_id);
+        self.rebalance(partition_counts);
+        true
     }
 
     /// Removes members whose session expired; returns their ids.
@@ -311,5 +372,31 @@ mod tests {
             &counts(),
         );
         assert_eq!(g.members["a"].positions.get(&first), Some(&9));
+    }
+
+    #[test]
+    fn gateways_that_see_the_same_members_assign_alike() {
+        let now = Instant::now();
+        let orders = || JoinOptions::new(vec!["orders".into()]);
+        let (mut one, mut two) = (GroupState::default(), GroupState::default());
+        one.join("g-a".into(), orders(), now, &counts());
+        two.join_remote("g-a".into(), orders(), "gw1".into(), now, &counts());
+        two.join("g-b".into(), orders(), now, &counts());
+        one.join_remote("g-b".into(), orders(), "gw2".into(), now, &counts());
+        for id in ["g-a", "g-b"] {
+            assert_eq!(one.members[id].assignments, two.members[id].assignments);
+            assert_eq!(one.members[id].assignments.len(), 3);
+        }
+        // A heartbeat of a known member does not rebalance.
+        let generation = one.generation;
+        one.join_remote("g-b".into(), orders(), "gw2".into(), now, &counts());
+        assert_eq!(one.generation, generation);
+        // Only the serving gateway fetches, commits or removes for a member.
+        assert!(one.touch_member("g", "g-b").is_err());
+        assert!(!one.leave("g-b", &counts()));
+        assert!(!two.remove_remote("g-b", &counts()));
+        // Gateway 1 died: gateway 2 drops its member and owns every partition.
+        assert!(two.remove_remote("g-a", &counts()));
+        assert_eq!(two.members["g-b"].assignments.len(), 6);
     }
 }

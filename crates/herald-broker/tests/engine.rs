@@ -180,6 +180,7 @@ async fn group_members_share_partitions_and_offsets_survive_restart() {
             members.push(
                 broker
                     .join_group("g", JoinOptions::new(vec!["t".into()]))
+                    .await
                     .expect("join")
                     .0,
             );
@@ -200,7 +201,7 @@ async fn group_members_share_partitions_and_offsets_survive_restart() {
             broker.commit_offsets("g", m, None).await.expect("commit");
         }
         assert_eq!(seen.len(), 60);
-        broker.leave_group("g", &members[0]).expect("leave");
+        broker.leave_group("g", &members[0]).await.expect("leave");
         let d = broker.describe_group("g").expect("describe");
         assert_eq!(d.members.len(), 2);
         assert_eq!(d.offsets.iter().map(|o| o.lag).sum::<u64>(), 0);
@@ -212,6 +213,7 @@ async fn group_members_share_partitions_and_offsets_survive_restart() {
     assert!(d.offsets.iter().all(|o| o.committed == Some(o.end_offset)));
     let (member, _, _) = broker
         .join_group("g", JoinOptions::new(vec!["t".into()]))
+        .await
         .expect("join");
     let fetched = broker
         .fetch_for_member("g", &member, 1000, Duration::ZERO)

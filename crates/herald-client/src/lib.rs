@@ -360,7 +360,7 @@ impl Herald {
     ) -> Result<GroupConsumer, ClientError> {
         let member_id = match &self.transport {
             Transport::Remote(r) => r.join_group(group, &options).await?,
-            Transport::Embedded(b) => b.join_group(group, options)?.0,
+            Transport::Embedded(b) => b.join_group(group, options).await?.0,
         };
         Ok(GroupConsumer {
             herald: self.clone(),
@@ -466,7 +466,7 @@ impl GroupConsumer {
     pub async fn leave(self) -> Result<(), ClientError> {
         match &self.herald.transport {
             Transport::Remote(r) => r.member_leave(&self.group, &self.member_id).await,
-            Transport::Embedded(b) => Ok(b.leave_group(&self.group, &self.member_id)?),
+            Transport::Embedded(b) => Ok(b.leave_group(&self.group, &self.member_id).await?),
         }
     }
 }

@@ -97,7 +97,7 @@ pub async fn join(
             }
         };
     }
-    let (member_id, generation, assignments) = state.broker.join_group(&group, options)?;
+    let (member_id, generation, assignments) = state.broker.join_group(&group, options).await?;
     Ok(Json(
         json!({"member_id": member_id, "generation": generation, "assignments": assignments_json(&assignments)}),
     ))
@@ -107,7 +107,7 @@ pub async fn leave(
     State(state): State<AppState>,
     Path((group, member)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.broker.leave_group(&group, &member)?;
+    state.broker.leave_group(&group, &member).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod jetstream;
 pub mod kv;
+pub mod member_registry;
 pub mod offset_registry;
 pub mod topic_registry;
 
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use crate::error::BrokerError;
 
 pub use jetstream::{JetStreamBackend, JetStreamConfig, JetStreamPartition};
+pub use member_registry::{MemberAnnouncement, MemberChange, MemberRegistry};
 pub use offset_registry::{OffsetRegistry, OffsetsChange};
 pub use topic_registry::{TopicChange, TopicRegistry};
 

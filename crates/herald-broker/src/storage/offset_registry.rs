@@ -1,10 +1,13 @@
 //! Committed group offsets shared by every gateway on one JetStream: a KV bucket
 //! (`<PREFIX>_offsets`), one key per group holding all its committed offsets. A member that
 //! moves to another gateway (its gateway died) resumes from the last commit made anywhere.
-//! Invariant: a gateway applies a change only if its KV revision is newer than the last
-//! one it wrote or applied for that group (its own writes echo back in order).
+//! Invariants: a gateway applies a change only if its KV revision is newer than the last
+//! one it wrote or applied for that group (its own writes echo back in order); every write
+//! is a compare-and-set on that revision, so commits of different partitions made through
+//! different gateways at the same time never undo each other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_nats::jetstream::kv::{self, Operation};
 use bytes::Bytes;
@@ -19,10 +22,14 @@ use crate::storage::JetStreamBackend;
 /// A change seen in the bucket: a group's offsets, or `None` when they were removed.
 pub type OffsetsChange = (String, Option<CommittedOffsets>);
 
+/// Compare-and-set attempts before a commit gives up (each lost race means another
+/// gateway committed this group in between).
+const UPDATE_ATTEMPTS: usize = 16;
+
 pub struct OffsetRegistry {
     kv: kv::Store,
     /// Newest revision written or applied per group.
-    revisions: Mutex<HashMap<String, u64>>,
+    revisions: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
@@ -37,7 +44,7 @@ impl OffsetRegistry {
             .await?;
         Ok(Self {
             kv,
-            revisions: Mutex::new(HashMap::new()),
+            revisions: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -59,15 +66,50 @@ impl OffsetRegistry {
         Ok((groups, revision))
     }
 
-    /// Durably replaces `group`'s committed offsets for every gateway.
-    pub async fn store(&self, group: &str, offsets: &CommittedOffsets) -> Result<(), BrokerError> {
-        let revision = self
-            .kv
-            .put(escape_key(group), Bytes::from(encode(group, offsets)))
-            .await
-            .map_err(|e| unavailable(format_args!("committing for group {group}"), e))?;
-        self.note(group, revision);
-        Ok(())
+    /// Durably applies `change` to `group`'s committed offsets for every gateway and
+    /// returns the offsets now stored. `local` is this gateway's copy with `change` already
+    /// applied: written if no other gateway committed since this one last saw the group,
+    /// else the stored offsets are re-read and `change` applied to them. Returns the
+    /// written offsets and their revision.
+    pub async fn update(
+        &self,
+        group: &str,
+        local: &CommittedOffsets,
+        change: &(dyn Fn(&mut CommittedOffsets) + Sync),
+    ) -> Result<(CommittedOffsets, u64), BrokerError> {
+        let key = escape_key(group);
+        let known = self.revision(group);
+        let mut attempt = (local.clone(), known);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (offsets, revision) = attempt;
+            let value = Bytes::from(encode(group, &offsets));
+            match self.kv.update(&key, value, revision).await {
+                Ok(written) => {
+                    self.note(group, written);
+                    return Ok((offsets, written));
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(unavailable(format_args!("committing for group {group}"), e)),
+            }
+            let entry = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| unavailable(format_args!("re-reading group {group}"), e))?;
+            let (mut stored, revision) = match entry {
+                Some(e) if e.operation == Operation::Put => match decode(&e.value) {
+                    Ok((_, offsets)) => (offsets, e.revision),
+                    Err(_) => (CommittedOffsets::new(), e.revision),
+                },
+                Some(e) => (CommittedOffsets::new(), e.revision),
+                None => (CommittedOffsets::new(), 0),
+            };
+            change(&mut stored);
+            attempt = (stored, revision);
+        }
+        Err(BrokerError::Unavailable(format!(
+            "JetStream offsets: committing for group {group}: other gateways kept committing; retry"
+        )))
     }
 
     pub async fn remove(&self, group: &str) -> Result<(), BrokerError> {
@@ -77,24 +119,27 @@ impl OffsetRegistry {
             .map_err(|e| unavailable(format_args!("removing group {group}"), e))
     }
 
+    /// The newest revision of `group`'s offsets this gateway wrote or applied.
+    pub fn revision(&self, group: &str) -> u64 {
+        self.revisions.lock().get(group).copied().unwrap_or(0)
+    }
+
     /// Records `revision` for `group`; false if a newer one was already seen.
     fn note(&self, group: &str, revision: u64) -> bool {
-        let mut revisions = self.revisions.lock();
-        let seen = revisions.entry(group.to_string()).or_insert(0);
-        if revision <= *seen {
-            return false;
-        }
-        *seen = revision;
-        true
+        note_revision(&self.revisions, group, revision)
     }
 
     /// Changes after `revision` that are newer than what this gateway wrote or applied.
     pub async fn watch(
         &self,
         revision: u64,
-    ) -> Result<impl futures::Stream<Item = (u64, OffsetsChange)> + Send + '_, BrokerError> {
+    ) -> Result<impl futures::Stream<Item = (u64, OffsetsChange)> + Send + 'static, BrokerError>
+    {
         let watch = watch_entries(&self.kv, revision, "offsets").await?;
-        Ok(watch.filter_map(move |entry| async move {
+        let revisions = Arc::clone(&self.revisions);
+        Ok(watch.filter_map(move |entry| {
+            let revisions = Arc::clone(&revisions);
+            async move {
             let change = match entry.operation {
                 Operation::Delete | Operation::Purge => (unescape_key(&entry.key), None),
                 Operation::Put => match decode(&entry.value) {
@@ -105,8 +150,20 @@ impl OffsetRegistry {
                     }
                 },
             };
-            self.note(&change.0, entry.revision)
+            note_revision(&revisions, &change.0, entry.revision)
                 .then_some((entry.revision, change))
+        }
         }))
     }
+}
+
+/// Records `revision` for `group`; false if a newer one was already seen.
+fn note_revision(revisions: &Mutex<HashMap<String, u64>>, group: &str, revision: u64) -> bool {
+    let mut revisions = revisions.lock();
+    let seen = revisions.entry(group.to_string()).or_insert(0);
+    if revision <= *seen {
+        return false;
+    }
+    *seen = revision;
+    true
 }
