@@ -1,11 +1,13 @@
 //! Several Herald gateways on one JetStream act as one broker: topics created on one are
 //! served by the others, publishes through any gateway land in one order per partition,
-//! a killed gateway loses nothing it acknowledged; and Herald on a 3-node NATS cluster
-//! (replicas 3) loses no acknowledged event when a NATS node is killed under load.
+//! a killed gateway loses nothing it acknowledged, a consumer group spread over two
+//! gateways splits the partitions and carries on when one gateway dies; and Herald on a
+//! 3-node NATS cluster (replicas 3) loses no acknowledged event when a NATS node is killed
+//! under load.
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -318,4 +320,182 @@ fn a_group_resumes_on_another_gateway_from_the_offsets_committed_on_the_first() 
         "resumes at the commit"
     );
     assert_eq!(record_id(&rest[0]), "inv-60");
+}
+
+/// `member -> partitions` as one gateway sees the group (`None` while it does not know it).
+fn assignments(api: &Api, group: &str) -> Option<BTreeMap<String, BTreeSet<u64>>> {
+    let described = api.get(&format!("/v1/groups/{group}"));
+    if described.status != 200 {
+        return None;
+    }
+    let members = described.body["members"].as_array()?;
+    Some(
+        members
+            .iter()
+            .map(|m| {
+                let partitions = m["assignments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["partition"].as_u64())
+                    .collect();
+                (
+                    m["member_id"].as_str().unwrap_or("").to_string(),
+                    partitions,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A member's fetch-and-commit loop until `stop`, or until its gateway stops answering.
+/// Returns how many events it received.
+fn consume(
+    api: Api,
+    member: String,
+    delivered: Arc<Mutex<HashSet<String>>>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut received = 0;
+        while !stop.load(Ordering::Acquire) {
+            let fetch = api
+                .client()
+                .get(api.url(&format!("{member}/events?max=50&wait_ms=300")))
+                .timeout(Duration::from_secs(5));
+            let Ok(reply) = api.try_send(fetch, format!("fetch for {member}")) else {
+                return received;
+            };
+            assert_eq!(reply.status, 200, "fetch for {member}: {}", reply.text);
+            let events = reply.body["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                continue;
+            }
+            received += events.len();
+            delivered
+                .lock()
+                .expect("delivered")
+                .extend(events.iter().map(|e| record_id(e).to_string()));
+            let commit = api
+                .client()
+                .post(api.url(&format!("{member}/commit")))
+                .timeout(Duration::from_secs(5));
+            if api
+                .try_send(commit, format!("commit for {member}"))
+                .is_err()
+            {
+                return received;
+            }
+        }
+        received
+    })
+}
+
+#[test]
+fn a_group_spread_over_two_gateways_carries_on_when_one_dies() {
+    let nats = NatsServer::start_temp();
+    let mut one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+    a.create_topic("payments", 4);
+    wait_topic_visible(&b, "payments");
+
+    // One member per gateway: both gateways agree on one split of the four partitions.
+    let session = json!({"topics": ["payments"], "session_timeout_ms": 3_000, "auto_offset_reset": "earliest"});
+    let member_a = a.join_group("settle", &session)["member_id"]
+        .as_str()
+        .expect("member_id")
+        .to_string();
+    let member_b = b.join_group("settle", &session)["member_id"]
+        .as_str()
+        .expect("member_id")
+        .to_string();
+    let split = wait_for("both gateways see one split", WAIT, || {
+        let (seen_a, seen_b) = (assignments(&a, "settle")?, assignments(&b, "settle")?);
+        let complete = seen_a.len() == 2 && seen_a.values().all(|p| p.len() == 2);
+        (complete && seen_a == seen_b).then_some(seen_a)
+    });
+    let owned: BTreeSet<u64> = split.values().flatten().copied().collect();
+    assert_eq!(
+        owned,
+        (0..4).collect(),
+        "every partition has one owner: {split:?}"
+    );
+
+    // Producers on gateway one; each member consumes (and commits) on its own gateway.
+    let delivered = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumers = [
+        consume(
+            a.clone(),
+            format!("/v1/groups/settle/members/{member_a}"),
+            Arc::clone(&delivered),
+            Arc::clone(&stop),
+        ),
+        consume(
+            b.clone(),
+            format!("/v1/groups/settle/members/{member_b}"),
+            Arc::clone(&delivered),
+            Arc::clone(&stop),
+        ),
+    ];
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producer = {
+        let (api, acked, stop) = (a.clone(), Arc::clone(&acked), Arc::clone(&stop));
+        thread::spawn(move || {
+            for i in 0.. {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let mut e = event(&format!("pay-{i}"));
+                e["partitionkey"] = json!(format!("account-{}", i % 13));
+                match try_publish(&api, "payments", &e) {
+                    Some(_) => acked.lock().expect("acked").push(format!("pay-{i}")),
+                    None => return,
+                }
+            }
+        })
+    };
+    wait_for("both members receive events", WAIT, || {
+        let delivered = delivered.lock().expect("delivered");
+        (acked.lock().expect("acked").len() >= 200 && delivered.len() >= 100).then_some(())
+    });
+
+    // Gateway one dies mid-run: its producer and member stop with it.
+    one.kill9();
+    producer.join().expect("producer");
+    let [consumer_a, consumer_b] = consumers;
+    let received_a = consumer_a.join().expect("consumer on gateway one");
+    assert!(received_a > 0, "the member on gateway one took part");
+
+    // Once gateway one's member misses its session, gateway two owns every partition, and
+    // the group continues there: new events published to gateway two are delivered too.
+    wait_for("gateway two's member owns every partition", WAIT, || {
+        let seen = assignments(&b, "settle")?;
+        (seen.len() == 1 && seen.get(&member_b)? == &(0..4).collect::<BTreeSet<u64>>())
+            .then_some(())
+    });
+    let later: Vec<Value> = (0..40).map(|i| event(&format!("late-{i}"))).collect();
+    b.publish("payments", &later);
+    let mut expected: Vec<String> = acked.lock().expect("acked").clone();
+    expected.extend((0..40).map(|i| format!("late-{i}")));
+    wait_for(
+        "every acknowledged event delivered at least once",
+        WAIT,
+        || {
+            let delivered = delivered.lock().expect("delivered");
+            expected
+                .iter()
+                .all(|id| delivered.contains(id))
+                .then_some(())
+        },
+    );
+    stop.store(true, Ordering::Release);
+    let received_b = consumer_b.join().expect("consumer on gateway two");
+    eprintln!(
+        "{} events acknowledged through gateway one before it died, {} more through gateway two; \
+         member on gateway one received {received_a}, member on gateway two {received_b}",
+        expected.len() - 40,
+        40
+    );
 }
