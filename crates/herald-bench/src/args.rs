@@ -86,6 +86,17 @@ impl Transport {
     }
 }
 
+/// Where the `herald serve` the tool starts keeps its topics.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Herald's own log in its data directory (the default).
+    #[default]
+    Local,
+    /// NATS JetStream at `--nats-url` (`herald serve --storage jetstream`).
+    Jetstream,
+}
+
 /// When an acknowledged publish is on disk.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +165,12 @@ pub struct RunArgs {
     /// Replay: publish this many payload bytes first, then read them all from the start.
     #[arg(long)]
     pub replay_bytes: Option<u64>,
+    /// Storage of the Herald under load (http and kafka transports): `local` (its own log)
+    /// or `jetstream` (the started `herald serve` stores topics in JetStream at
+    /// `--nats-url`; with `--server-url` it only labels the run). Acks then mean JetStream's
+    /// (no fsync on NATS 2.9), so the run is reported as `never`.
+    #[arg(long, value_enum, default_value = "local")]
+    pub storage: Storage,
     /// Fsync policy: Herald creates the topic with it; Redis gets `CONFIG SET appendfsync`.
     /// NATS (2.9) cannot sync per write: its runs are `never` whatever is asked.
     #[arg(long, value_enum, default_value = "always")]
@@ -192,6 +209,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The name used in reports: the transport's, plus `-jetstream` for Herald on JetStream.
+    pub fn system(&self) -> String {
+        match self.storage {
+            Storage::Jetstream if self.transport.is_herald() => {
+                format!("{}-jetstream", self.transport.system())
+            }
+            _ => self.transport.system().to_string(),
+        }
+    }
+
     /// How long producers run at most.
     pub fn duration_limit(&self) -> Duration {
         let seconds = match (self.duration, self.count) {
@@ -223,6 +250,11 @@ impl RunArgs {
             anyhow::ensure!(f > 0.0 && f <= 1.0, "--rate-fraction must be in (0, 1]");
         }
         anyhow::ensure!(self.partitions >= 1, "--partitions must be at least 1");
+        anyhow::ensure!(
+            self.storage == Storage::Local
+                || matches!(self.transport, Transport::Http | Transport::Kafka),
+            "--storage jetstream needs --transport http or kafka (a herald serve on JetStream)"
+        );
         if let Some(rate) = self.consume_rate {
             anyhow::ensure!(rate > 0.0, "--consume-rate must be positive");
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::args::{Fsync, RunArgs, Transport};
+use crate::args::{Fsync, RunArgs, Storage, Transport};
 use crate::stats::Latency;
 use crate::workload::{Delivered, ProducerOutcome};
 
@@ -19,9 +19,12 @@ pub struct Report {
     /// Always `"run"`: tells runs from limits in a results file.
     pub kind: String,
     pub label: Option<String>,
-    /// `herald-embedded`, `herald-http`, `nats`, `redis`.
+    /// `herald-embedded`, `herald-http`, `herald-http-jetstream`, `nats`, `redis`.
     pub system: String,
     pub transport: Transport,
+    /// Where the Herald under load kept its topics (reports before this field: `local`).
+    #[serde(default)]
+    pub storage: Storage,
     pub fsync: Fsync,
     /// `fsync` (acks wait for the disk) or `no-fsync`.
     pub durability: String,
@@ -97,8 +100,9 @@ impl Report {
         let publish_msgs_per_s = per_s(published.acked, publish_seconds);
         let deliver_seconds = delivered.map(|d| seconds(d.last_at));
         let transport = args.transport;
-        let fsync = if transport == Transport::Nats {
-            // nats-server 2.9 has no per-write sync (see target::nats).
+        let fsync = if transport == Transport::Nats || args.storage == Storage::Jetstream {
+            // nats-server 2.9 has no per-write sync (see target::nats); Herald on
+            // JetStream acknowledges what JetStream acknowledged.
             Fsync::Never
         } else {
             args.fsync
@@ -106,8 +110,9 @@ impl Report {
         Self {
             kind: "run".into(),
             label: args.label.clone(),
-            system: transport.system().into(),
+            system: args.system(),
             transport,
+            storage: args.storage,
             fsync,
             durability: fsync.durability().into(),
             producers: args.producers,

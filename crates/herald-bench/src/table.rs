@@ -14,10 +14,12 @@ use anyhow::{Context, Result};
 use crate::limits::Limits;
 use crate::report::Report;
 
-const SYSTEMS: [&str; 5] = [
+const SYSTEMS: [&str; 7] = [
     "herald-embedded",
     "herald-http",
     "herald-kafka",
+    "herald-http-jetstream",
+    "herald-kafka-jetstream",
     "nats",
     "redis",
 ];

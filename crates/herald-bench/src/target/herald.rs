@@ -18,7 +18,7 @@ use herald_client::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::args::{Fsync, RunArgs, Transport};
+use crate::args::{Fsync, RunArgs, Storage, Transport};
 use crate::message::Batch;
 use crate::target::POLL_MESSAGES_MAX;
 use crate::workload::Delivered;
@@ -59,8 +59,13 @@ impl HeraldTarget {
             _ => match &args.server_url {
                 Some(url) => (Herald::connect(url)?, Some(url.clone()), None),
                 None => {
+                    let storage = match args.storage {
+                        Storage::Local => None,
+                        Storage::Jetstream => Some(args.nats_url.as_str()),
+                    };
                     let server =
-                        start_server(args.server_bin.clone(), dir.path().join("data")).await?;
+                        start_server(args.server_bin.clone(), dir.path().join("data"), storage)
+                            .await?;
                     (
                         Herald::connect(&server.url)?,
                         Some(server.url.clone()),
@@ -184,14 +189,23 @@ pub struct Server {
 }
 
 /// Starts `herald serve` on free loopback ports (HTTP, and Kafka when the binary has
-/// the listener); waits for its `herald listening http=... [kafka=...]` line.
-async fn start_server(bin: Option<PathBuf>, data_dir: PathBuf) -> Result<Server> {
+/// the listener), storing topics in JetStream at `jetstream` (a NATS URL) when given;
+/// waits for its `herald listening http=... [kafka=...]` line.
+async fn start_server(
+    bin: Option<PathBuf>,
+    data_dir: PathBuf,
+    jetstream: Option<&str>,
+) -> Result<Server> {
     let bin = match bin {
         Some(b) => b,
         None => std::env::current_exe().context("locating the herald binary")?,
     };
-    let mut child = Command::new(&bin)
-        .arg("serve")
+    let mut command = Command::new(&bin);
+    command.arg("serve");
+    if let Some(url) = jetstream {
+        command.args(["--storage", "jetstream", "--nats-url", url]);
+    }
+    let mut child = command
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--http-addr")
