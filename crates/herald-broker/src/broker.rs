@@ -124,10 +124,6 @@ struct Inner {
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    /// The internal topic holding this broker's delayed events: [`DELAYED_TOPIC`], or on
-    /// JetStream `DELAYED_TOPIC.<gateway id>`, since each gateway's schedule (in its data
-    /// directory) covers only the delayed events it accepted.
-    delayed_topic: String,
     /// The JetStream connection and the registries gateways share, when partitions live there.
     jetstream: Option<Shared>,
     _lock: File,
@@ -180,10 +176,6 @@ impl Broker {
             })
             .await
             .map_err(|e| BrokerError::io(&config.data_dir, std::io::Error::other(e)))??;
-        let delayed_topic = match &gateway {
-            None => DELAYED_TOPIC.to_string(),
-            Some(id) => format!("{DELAYED_TOPIC}.{id}"),
-        };
         let (jetstream, loaded) = match (backend, gateway) {
             (Some(backend), Some(gateway)) => {
                 let (shared, loaded) = Shared::open(backend, gateway).await?;
@@ -226,16 +218,15 @@ impl Broker {
                 shutting_down: AtomicBool::new(false),
                 shutdown_signal: tokio::sync::watch::channel(false).0,
                 background: Mutex::new(Vec::new()),
-                delayed_topic,
                 jetstream,
                 _lock: lock,
             }),
         };
-        broker.recover_delayed().await?;
-        broker.start_background_tasks();
         if let Some(loaded) = loaded {
             broker.start_sharing(loaded);
         }
+        broker.recover_delayed().await?;
+        broker.start_background_tasks();
         Ok(broker)
     }
 
@@ -759,15 +750,43 @@ impl Broker {
     // ---- delayed delivery ----
 
     /// Creates the internal delayed topic if needed and schedules every undelivered event.
+    /// Creates the delayed topic if needed; on the embedded log, schedules every
+    /// undelivered delayed event (on JetStream the lease holder does, see `shared.rs`).
     async fn recover_delayed(&self) -> Result<(), BrokerError> {
-        let delayed = self.inner.delayed_topic.as_str();
-        if self.topic(delayed).is_err() {
+        if self.topic(DELAYED_TOPIC).is_err() {
             let mut config = TopicConfig::with_partitions(1);
             config.dedup_window_ms = 0;
-            self.create_topic(delayed, config).await?;
+            match self.create_topic(DELAYED_TOPIC, config).await {
+                Ok(_) => {}
+                // Another gateway created it at the same moment: the registry follower
+                // opens it here shortly.
+                Err(BrokerError::TopicExists(_)) if self.inner.jetstream.is_some() => {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while self.topic(DELAYED_TOPIC).is_err() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                Err(error) => return Err(error),
+            }
         }
-        let log = self.topic(delayed)?.partition(0)?.clone();
-        let mut offset = self.inner.delay.floor().max(log.start_offset());
+        if self.inner.jetstream.is_none() {
+            self.schedule_delayed_from(self.inner.delay.floor()).await?;
+            tracing::info!(pending = self.inner.delay.len(), "delayed events scheduled");
+        }
+        Ok(())
+    }
+
+    /// The delayed topic's partition, once it exists.
+    fn delayed_log(&self) -> Option<PartitionStore> {
+        let topic = self.topic(DELAYED_TOPIC).ok()?;
+        topic.partition(0).ok().cloned()
+    }
+
+    /// Schedules the stored delayed events from offset `from` to the end (skipping damaged
+    /// data); returns the offset scanned up to.
+    async fn schedule_delayed_from(&self, from: u64) -> Result<u64, BrokerError> {
+        let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
+        let mut offset = from.max(log.start_offset());
         while offset < log.next_offset() {
             let batch = match log.read(offset, 4096, FETCH_BYTES_MAX).await {
                 Ok(batch) => batch,
@@ -789,8 +808,7 @@ impl Broker {
                 self.inner.delay.schedule(stored.offset, at);
             }
         }
-        tracing::info!(pending = self.inner.delay.len(), "delayed events scheduled");
-        Ok(())
+        Ok(offset)
     }
 
     /// Publishes events that become visible in `topic_name` at `deliver_at_ms`. They are
@@ -839,13 +857,15 @@ impl Broker {
                 (key, event)
             })
             .collect();
-        let receipts = self
-            .publish_keyed(&self.inner.delayed_topic, marked, Some(0))
-            .await?;
-        for r in &receipts {
-            self.inner.delay.schedule(r.offset, deliver_at_ms);
+        let receipts = self.publish_keyed(DELAYED_TOPIC, marked, Some(0)).await?;
+        // On JetStream the lease holder (maybe another gateway) schedules what it sees
+        // appended to the shared delayed topic.
+        if self.inner.jetstream.is_none() {
+            for r in &receipts {
+                self.inner.delay.schedule(r.offset, deliver_at_ms);
+            }
+            self.inner.delay.wake.notify_one();
         }
-        self.inner.delay.wake.notify_one();
         Ok(receipts
             .into_iter()
             .map(|r| ScheduledReceipt {
@@ -858,11 +878,14 @@ impl Broker {
 
     /// Delivers due delayed events to their targets; returns how many were handled.
     async fn deliver_due(&self) -> Result<usize, BrokerError> {
+        if !self.delivers_delayed() {
+            return Ok(0);
+        }
         let due = self.inner.delay.take_due(now_ms(), 1000);
         if due.is_empty() {
             return Ok(0);
         }
-        let log = self.topic(&self.inner.delayed_topic)?.partition(0)?.clone();
+        let log = self.topic(DELAYED_TOPIC)?.partition(0)?.clone();
         let mut batches: DeliveryBatches = BTreeMap::new();
         let mut delivered = Vec::new();
         for &(_, offset) in &due {
@@ -911,9 +934,14 @@ impl Broker {
                 }
             }
         }
-        let schedule = Arc::clone(&self.inner.delay);
         let end = log.next_offset();
         let count = delivered.len();
+        if self.inner.jetstream.is_some() {
+            let checkpoint = self.inner.delay.record_delivered(&delivered, end)?;
+            self.store_delayed_checkpoint(checkpoint).await?;
+            return Ok(count);
+        }
+        let schedule = Arc::clone(&self.inner.delay);
         tokio::task::spawn_blocking(move || schedule.mark_delivered(&delivered, end))
             .await
             .map_err(|e| {

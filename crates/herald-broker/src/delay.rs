@@ -3,7 +3,9 @@
 //!
 //! Durability: the delayed copy is appended (fsynced) before the publish is acknowledged;
 //! which delayed offsets were delivered is kept in `<data_dir>/delayed.json` (atomic
-//! replace), so after a restart every undelivered event is scheduled again. Crash window:
+//! replace; on JetStream in the KV bucket `<PREFIX>_delayed`, written by the one gateway
+//! that delivers, see `broker/shared.rs`), so after a restart every undelivered event is
+//! scheduled again. Crash window:
 //! an event appended to its target just before a crash, but not yet recorded as delivered,
 //! is delivered again after restart — the target topic's dedup window absorbs it when the
 //! restart comes within that window. Memory: 16 bytes per pending event (time, offset).
@@ -77,10 +79,10 @@ pub fn unmark(event: &mut CloudEvent) -> Option<DelayedTarget> {
     })
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Checkpoint {
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
     /// Every delayed offset below this was delivered.
-    floor: u64,
+    pub floor: u64,
     /// Delivered offsets at or above `floor`.
     delivered: BTreeSet<u64>,
 }
@@ -165,8 +167,26 @@ impl DelaySchedule {
         }
     }
 
-    /// Records deliveries durably (blocking I/O).
+    /// Replaces the checkpoint (one read from the shared store) and forgets every pending
+    /// event: the caller schedules them again from the new floor.
+    pub fn reset(&self, checkpoint: Checkpoint) {
+        let mut state = self.state.lock();
+        state.checkpoint = checkpoint;
+        state.pending.clear();
+    }
+
+    /// Records deliveries durably in the checkpoint file (blocking I/O).
     pub fn mark_delivered(&self, offsets: &[u64], end_offset: u64) -> Result<(), BrokerError> {
+        let bytes = self.record_delivered(offsets, end_offset)?;
+        crate::metadata::write_atomically(&self.path, &bytes)
+    }
+
+    /// Records deliveries in memory and returns the checkpoint to store.
+    pub fn record_delivered(
+        &self,
+        offsets: &[u64],
+        end_offset: u64,
+    ) -> Result<Vec<u8>, BrokerError> {
         let bytes = {
             let mut state = self.state.lock();
             let pending: BTreeSet<u64> = state.pending.iter().map(|Reverse((_, o))| *o).collect();
@@ -186,7 +206,7 @@ impl DelaySchedule {
             serde_json::to_vec(checkpoint)
                 .map_err(|e| BrokerError::io(&self.path, std::io::Error::other(e)))?
         };
-        crate::metadata::write_atomically(&self.path, &bytes)
+        Ok(bytes)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Several Herald gateways on one JetStream act as one broker: topics created on one are
 //! served by the others, publishes through any gateway land in one order per partition,
 //! a killed gateway loses nothing it acknowledged, a consumer group spread over two
-//! gateways splits the partitions and carries on when one gateway dies; and Herald on a
+//! gateways splits the partitions and carries on when one gateway dies, delayed events are
+//! delivered by whichever gateway holds the delivery lease; and Herald on a
 //! 3-node NATS cluster (replicas 3) loses no acknowledged event when a NATS node is killed
 //! under load.
 
@@ -498,4 +499,55 @@ fn a_group_spread_over_two_gateways_carries_on_when_one_dies() {
         expected.len() - 40,
         40
     );
+}
+
+#[test]
+fn delayed_events_are_delivered_once_by_whichever_gateway_survives() {
+    let nats = NatsServer::start_temp();
+    let mut one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+    a.create_topic("reminders", 1);
+    wait_topic_visible(&b, "reminders");
+    let ids = |api: &Api| -> Vec<String> {
+        api.fetch_all("reminders", 0)
+            .iter()
+            .map(|r| record_id(r).to_string())
+            .collect()
+    };
+
+    // Whichever gateway holds the lease delivers what any gateway accepted.
+    for (api, id) in [(&a, "via-one"), (&b, "via-two")] {
+        api.post_json("/v1/topics/reminders/events?delay_ms=500", &event(id))
+            .expect_status(200);
+    }
+    wait_for("both delayed events delivered", WAIT, || {
+        (ids(&b).len() == 2).then_some(())
+    });
+
+    // Gateway one accepts more, then dies before they are due: gateway two (holding the
+    // lease already, or taking it over once gateway one's lapses) delivers them.
+    for i in 0..5 {
+        a.post_json(
+            "/v1/topics/reminders/events?delay_ms=2000",
+            &event(&format!("late-{i}")),
+        )
+        .expect_status(200);
+    }
+    one.kill9();
+    let delivered = wait_for("the dead gateway's delayed events delivered", WAIT, || {
+        let seen = ids(&b);
+        (seen.len() >= 7).then_some(seen)
+    });
+    let mut sorted = delivered.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        delivered.len(),
+        "each exactly once: {delivered:?}"
+    );
+    for i in 0..5 {
+        assert!(delivered.contains(&format!("late-{i}")), "{delivered:?}");
+    }
 }

@@ -1,7 +1,10 @@
 //! What the gateways on one JetStream share, seen from one broker: the topic, offset and
-//! member registries, the tasks that follow them, and this gateway's member announcements
-//! (join, heartbeat, leave). Invariant: this gateway's writes of member keys are ordered by
-//! `member_writes`, so a heartbeat can never re-announce a member after its withdrawal.
+//! member registries, the tasks that follow them, this gateway's member announcements
+//! (join, heartbeat, leave), and the delayed-delivery lease. Invariants: this gateway's
+//! writes of member keys are ordered by `member_writes`, so a heartbeat can never
+//! re-announce a member after its withdrawal; only the gateway holding the lease delivers
+//! delayed events, and it stops as soon as a renewal or checkpoint write finds the lease
+//! or checkpoint moved.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,13 +14,14 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 
 use super::{now_ms, Broker, Inner};
+use crate::delay::Checkpoint;
 use crate::error::BrokerError;
 use crate::group::{GroupState, JoinOptions, MemberState};
 use crate::metadata::TopicMeta;
 use crate::offsets::CommittedOffsets;
 use crate::storage::{
-    JetStreamBackend, MemberAnnouncement, MemberChange, MemberRegistry, OffsetRegistry,
-    OffsetsChange, TopicRegistry,
+    DelayedRegistry, JetStreamBackend, MemberAnnouncement, MemberChange, MemberRegistry,
+    OffsetRegistry, OffsetsChange, TopicRegistry,
 };
 
 /// How often the heartbeat task looks for members due a re-announcement.
@@ -28,6 +32,24 @@ const HEARTBEATS_PER_SESSION: u32 = 3;
 /// Extra age an announcement may have at startup before it counts as dead (clock skew
 /// between gateways).
 const STARTUP_SKEW: Duration = Duration::from_secs(2);
+/// How often the delayed-delivery lease is renewed (and, by the others, checked).
+const LEASE_TICK: Duration = Duration::from_secs(1);
+/// A lease whose revision has not moved for this long, as seen by this gateway, belongs
+/// to a dead gateway and may be taken over.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// This gateway's part in delayed delivery.
+#[derive(Debug, Default)]
+struct Delivery {
+    /// True while this gateway holds the lease (and so delivers).
+    leading: bool,
+    lease_revision: u64,
+    /// When the lease was last written by this gateway.
+    renewed: Option<Instant>,
+    checkpoint_revision: u64,
+    /// The delayed topic is scheduled up to here.
+    scanned: u64,
+}
 
 /// The JetStream connection and the registries every gateway shares.
 pub(super) struct Shared {
@@ -37,6 +59,8 @@ pub(super) struct Shared {
     pub members: MemberRegistry,
     /// Orders this gateway's writes of member keys (announce, heartbeat, withdraw).
     member_writes: tokio::sync::Mutex<()>,
+    delayed: DelayedRegistry,
+    delivery: parking_lot::Mutex<Delivery>,
 }
 
 /// What a starting gateway read from the registries, and the revisions to follow from.
@@ -56,7 +80,8 @@ impl Shared {
     ) -> Result<(Self, Loaded), BrokerError> {
         let topics = TopicRegistry::open(&backend).await?;
         let offsets = Arc::new(OffsetRegistry::open(&backend).await?);
-        let members = MemberRegistry::open(&backend, gateway).await?;
+        let members = MemberRegistry::open(&backend, gateway.clone()).await?;
+        let delayed = DelayedRegistry::open(&backend, gateway).await?;
         let (committed, offsets_revision) = offsets.load_all().await?;
         let (metas, topics_revision) = topics.load_all().await?;
         let (announced, members_revision) = members.load_all().await?;
@@ -77,6 +102,8 @@ impl Shared {
             offsets,
             members,
             member_writes: tokio::sync::Mutex::new(()),
+            delayed,
+            delivery: parking_lot::Mutex::new(Delivery::default()),
         };
         let loaded = Loaded {
             topics: metas,
@@ -146,6 +173,34 @@ async fn run_heartbeats(inner: Weak<Inner>) {
     }
 }
 
+/// Holds, renews or waits to take over the delayed-delivery lease; while holding it,
+/// schedules every delayed event appended (by any gateway) as it appears.
+async fn run_delivery_lease(inner: Weak<Inner>) {
+    let mut observed = None;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let broker = Broker { inner: strong };
+        if broker.is_shutting_down() {
+            return;
+        }
+        // Watch before scanning, so an append during the scan wakes the next round.
+        let mut appended = broker.delayed_log().map(|log| log.watch());
+        broker.tend_delivery_lease(&mut observed).await;
+        drop(broker);
+        match &mut appended {
+            Some(watch) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(LEASE_TICK) => {}
+                    _ = watch.changed() => {}
+                }
+            }
+            None => tokio::time::sleep(LEASE_TICK).await,
+        }
+    }
+}
+
 impl Broker {
     /// Applies what a starting gateway loaded and starts following the registries and
     /// heartbeating this gateway's members.
@@ -193,6 +248,7 @@ impl Broker {
                 |broker, change| async move { broker.apply_member_change(change) },
             )),
             tokio::spawn(run_heartbeats(weak())),
+            tokio::spawn(run_delivery_lease(weak())),
         ];
         self.inner.background.lock().extend(tasks);
     }
@@ -338,6 +394,159 @@ impl Broker {
                 tracing::warn!(%group, %member, %error, "could not withdraw a group member");
             }
         }
+    }
+}
+
+impl Broker {
+    /// True if this broker delivers delayed events: always on the embedded log; on
+    /// JetStream while it holds the lease.
+    pub(super) fn delivers_delayed(&self) -> bool {
+        self.inner
+            .jetstream
+            .as_ref()
+            .is_none_or(|shared| shared.delivery.lock().leading)
+    }
+
+    /// Renews the lease (holder), or takes it over when it is free, this gateway's own
+    /// from before a restart, or not renewed for [`LEASE_TIMEOUT`]; then schedules new
+    /// delayed events if holding it. `observed`: the lease revision seen and since when.
+    async fn tend_delivery_lease(&self, observed: &mut Option<(u64, Instant)>) {
+        let Some(shared) = &self.inner.jetstream else {
+            return;
+        };
+        let (leading, revision, renewed) = {
+            let d = shared.delivery.lock();
+            (d.leading, d.lease_revision, d.renewed)
+        };
+        if leading {
+            if renewed.is_some_and(|at| at.elapsed() < LEASE_TICK) {
+                // Renewed recently: only new events to schedule.
+            } else {
+                match shared.delayed.claim(revision).await {
+                    Ok(Some(new)) => {
+                        let mut d = shared.delivery.lock();
+                        d.lease_revision = new;
+                        d.renewed = Some(Instant::now());
+                    }
+                    Ok(None) => self.stop_delivering("another gateway holds the lease"),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not renew the delayed-delivery lease");
+                        if renewed.is_none_or(|at| at.elapsed() >= LEASE_TIMEOUT) {
+                            self.stop_delivering("the lease could not be renewed in time");
+                        }
+                    }
+                }
+            }
+        } else {
+            let lease = match shared.delayed.lease().await {
+                Ok(lease) => lease,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the delayed-delivery lease");
+                    return;
+                }
+            };
+            let free = lease
+                .holder
+                .as_deref()
+                .is_none_or(|holder| holder == shared.delayed.gateway());
+            let stale = match observed {
+                Some((seen, since)) if *seen == lease.revision => since.elapsed() >= LEASE_TIMEOUT,
+                _ => {
+                    *observed = Some((lease.revision, Instant::now()));
+                    false
+                }
+            };
+            if !(free || stale) {
+                return;
+            }
+            match shared.delayed.claim(lease.revision).await {
+                Ok(Some(new)) => {
+                    if let Err(error) = self.start_delivering(new).await {
+                        tracing::warn!(%error, "could not take over delayed delivery");
+                        self.stop_delivering("taking over failed");
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "could not claim the delayed-delivery lease");
+                    return;
+                }
+            }
+        }
+        if self.delivers_delayed() {
+            if let Err(error) = self.schedule_new_delayed().await {
+                tracing::warn!(%error, "could not schedule new delayed events");
+            }
+        }
+    }
+
+    /// This gateway just took the lease: load the shared checkpoint and schedule every
+    /// undelivered delayed event from its floor.
+    async fn start_delivering(&self, lease_revision: u64) -> Result<(), BrokerError> {
+        let Some(shared) = &self.inner.jetstream else {
+            return Ok(());
+        };
+        let (stored, checkpoint_revision) = shared.delayed.checkpoint().await?;
+        let checkpoint = match stored {
+            None => Checkpoint::default(),
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                tracing::error!(%error, "delayed-delivery checkpoint does not parse; every stored delayed event is scheduled again");
+                Checkpoint::default()
+            }),
+        };
+        let floor = checkpoint.floor;
+        self.inner.delay.reset(checkpoint);
+        *shared.delivery.lock() = Delivery {
+            leading: true,
+            lease_revision,
+            renewed: Some(Instant::now()),
+            checkpoint_revision,
+            scanned: floor,
+        };
+        tracing::info!(floor, "this gateway delivers delayed events now");
+        Ok(())
+    }
+
+    fn stop_delivering(&self, why: &str) {
+        let Some(shared) = &self.inner.jetstream else {
+            return;
+        };
+        let was_leading = std::mem::take(&mut *shared.delivery.lock()).leading;
+        self.inner.delay.reset(Checkpoint::default());
+        if was_leading {
+            tracing::warn!(why, "this gateway stopped delivering delayed events");
+        }
+    }
+
+    /// Schedules the delayed events appended since the last scan (lease holder only).
+    async fn schedule_new_delayed(&self) -> Result<(), BrokerError> {
+        let Some(shared) = &self.inner.jetstream else {
+            return Ok(());
+        };
+        let from = shared.delivery.lock().scanned;
+        let scanned = self.schedule_delayed_from(from).await?;
+        let mut d = shared.delivery.lock();
+        if d.leading {
+            d.scanned = d.scanned.max(scanned);
+        }
+        drop(d);
+        self.inner.delay.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stores the checkpoint after deliveries (lease holder only); a checkpoint moved by
+    /// another gateway means the lease was lost.
+    pub(super) async fn store_delayed_checkpoint(&self, bytes: Vec<u8>) -> Result<(), BrokerError> {
+        let Some(shared) = &self.inner.jetstream else {
+            return Ok(());
+        };
+        let revision = shared.delivery.lock().checkpoint_revision;
+        match shared.delayed.store_checkpoint(bytes, revision).await? {
+            Some(new) => shared.delivery.lock().checkpoint_revision = new,
+            None => self.stop_delivering("another gateway wrote the checkpoint"),
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! the front-ends use. Invariants for both: offsets are dense per partition, an append
 //! resolves only once its records are durable, and `next_offset()` never moves back.
 
+pub mod delayed_registry;
 pub mod jetstream;
 pub mod kv;
 pub mod member_registry;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::error::BrokerError;
 
+pub use delayed_registry::{DelayedRegistry, LeaseState};
 pub use jetstream::{JetStreamBackend, JetStreamConfig, JetStreamPartition};
 pub use member_registry::{MemberAnnouncement, MemberChange, MemberRegistry};
 pub use offset_registry::{OffsetRegistry, OffsetsChange};
