@@ -709,14 +709,23 @@ impl Broker {
 
     /// Registers `schema` for events of type `ty` (a new version, or the existing equal
     /// one). Refused when it is invalid or, in backward mode, not backward compatible.
-    pub fn register_schema(
+    /// On JetStream the shared registry changes, for every gateway.
+    pub async fn register_schema(
         &self,
         ty: &str,
         schema: &serde_json::Value,
         compatibility: Option<Compatibility>,
     ) -> Result<Registration, BrokerError> {
         self.check_running()?;
-        self.inner.schemas.register(ty, schema, compatibility)
+        let Some(shared) = &self.inner.jetstream else {
+            return self.inner.schemas.register(ty, schema, compatibility);
+        };
+        let (registration, registry, revision) = shared
+            .schemas
+            .update(|r| crate::schemas::register_in(r, ty, schema, compatibility))
+            .await?;
+        self.inner.schemas.replace(registry, revision);
+        Ok(registration)
     }
 
     /// Every type with a schema.
@@ -742,14 +751,21 @@ impl Broker {
     }
 
     /// Deletes every version of a type's schema; returns how many.
-    pub fn delete_schema(&self, ty: &str) -> Result<usize, BrokerError> {
+    pub async fn delete_schema(&self, ty: &str) -> Result<usize, BrokerError> {
         self.check_running()?;
-        self.inner.schemas.delete(ty)
+        let Some(shared) = &self.inner.jetstream else {
+            return self.inner.schemas.delete(ty);
+        };
+        let (deleted, registry, revision) = shared
+            .schemas
+            .update(|r| crate::schemas::delete_in(r, ty))
+            .await?;
+        self.inner.schemas.replace(registry, revision);
+        Ok(deleted)
     }
 
     // ---- delayed delivery ----
 
-    /// Creates the internal delayed topic if needed and schedules every undelivered event.
     /// Creates the delayed topic if needed; on the embedded log, schedules every
     /// undelivered delayed event (on JetStream the lease holder does, see `shared.rs`).
     async fn recover_delayed(&self) -> Result<(), BrokerError> {

@@ -1,10 +1,13 @@
 //! The durable schema registry: `herald_core::schema::SchemaRegistry` persisted as
-//! `<data_dir>/schemas.json` (atomic replace after every change).
+//! `<data_dir>/schemas.json` (atomic replace after every change), or on JetStream a copy
+//! of the shared registry (`storage/shared_schemas.rs`) replaced as it changes.
 //!
 //! Invariant: the in-memory registry equals the file's content once a change returned Ok;
-//! changes are serialized by `write_lock` and never hold the registry lock during I/O.
+//! changes are serialized by `write_lock` and never hold the registry lock during I/O; a
+//! shared copy only ever moves to a newer revision.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::schema::{Compatibility, Registration, SchemaRegistry, TypeSummary};
 use parking_lot::{Mutex, RwLock};
@@ -17,6 +20,27 @@ pub(crate) struct SchemaStore {
     path: PathBuf,
     pub(crate) registry: RwLock<SchemaRegistry>,
     write_lock: Mutex<()>,
+    /// The shared registry's revision this copy holds (JetStream storage).
+    revision: AtomicU64,
+}
+
+/// Registers `schema` for `ty` in `registry`, setting its compatibility mode first.
+pub(crate) fn register_in(
+    registry: &mut SchemaRegistry,
+    ty: &str,
+    schema: &Value,
+    compatibility: Option<Compatibility>,
+) -> Result<Registration, BrokerError> {
+    if let Some(mode) = compatibility {
+        registry
+            .set_compatibility(ty, mode)
+            .map_err(BrokerError::Schema)?;
+    }
+    registry.register(ty, schema).map_err(BrokerError::Schema)
+}
+
+pub(crate) fn delete_in(registry: &mut SchemaRegistry, ty: &str) -> Result<usize, BrokerError> {
+    registry.delete(ty).map_err(BrokerError::Schema)
 }
 
 impl SchemaStore {
@@ -31,7 +55,17 @@ impl SchemaStore {
             path,
             registry: RwLock::new(registry),
             write_lock: Mutex::new(()),
+            revision: AtomicU64::new(0),
         })
+    }
+
+    /// Takes the shared registry at `revision` unless this copy is at a newer one.
+    pub fn replace(&self, registry: SchemaRegistry, revision: u64) {
+        let _serial = self.write_lock.lock();
+        if revision > self.revision.load(Ordering::Acquire) {
+            *self.registry.write() = registry;
+            self.revision.store(revision, Ordering::Release);
+        }
     }
 
     /// Applies `change` to a copy of the registry, persists it, then publishes it.
@@ -55,12 +89,7 @@ impl SchemaStore {
         schema: &Value,
         compatibility: Option<Compatibility>,
     ) -> Result<Registration, BrokerError> {
-        self.update(|r| {
-            if let Some(mode) = compatibility {
-                r.set_compatibility(ty, mode).map_err(BrokerError::Schema)?;
-            }
-            r.register(ty, schema).map_err(BrokerError::Schema)
-        })
+        self.update(|r| register_in(r, ty, schema, compatibility))
     }
 
     pub fn list(&self) -> Vec<TypeSummary> {
@@ -79,6 +108,6 @@ impl SchemaStore {
     }
 
     pub fn delete(&self, ty: &str) -> Result<usize, BrokerError> {
-        self.update(|r| r.delete(ty).map_err(BrokerError::Schema))
+        self.update(|r| delete_in(r, ty))
     }
 }

@@ -301,7 +301,7 @@ impl Herald {
     ) -> Result<u32, ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.register_schema(ty, schema).await,
-            Transport::Embedded(b) => Ok(b.register_schema(ty, schema, None)?.version),
+            Transport::Embedded(b) => Ok(b.register_schema(ty, schema, None).await?.version),
         }
     }
 
@@ -333,7 +333,7 @@ impl Herald {
     pub async fn delete_schema(&self, ty: &str) -> Result<(), ClientError> {
         match &self.transport {
             Transport::Remote(r) => r.delete_schema(ty).await,
-            Transport::Embedded(b) => b.delete_schema(ty).map(|_| ()).map_err(Into::into),
+            Transport::Embedded(b) => b.delete_schema(ty).await.map(|_| ()).map_err(Into::into),
         }
     }
 

@@ -36,7 +36,10 @@ pub async fn register(
         }
         _ => (value, None),
     };
-    let registration = state.broker.register_schema(&ty, &schema, compatibility)?;
+    let registration = state
+        .broker
+        .register_schema(&ty, &schema, compatibility)
+        .await?;
     let status = if registration.created {
         StatusCode::CREATED
     } else {
@@ -82,6 +85,6 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(ty): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.broker.delete_schema(&ty)?;
+    state.broker.delete_schema(&ty).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,8 @@
 //! served by the others, publishes through any gateway land in one order per partition,
 //! a killed gateway loses nothing it acknowledged, a consumer group spread over two
 //! gateways splits the partitions and carries on when one gateway dies, delayed events are
-//! delivered by whichever gateway holds the delivery lease; and Herald on a
+//! delivered by whichever gateway holds the delivery lease, a schema registered on one
+//! gateway is enforced by all; and Herald on a
 //! 3-node NATS cluster (replicas 3) loses no acknowledged event when a NATS node is killed
 //! under load.
 
@@ -15,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::nats::NatsServer;
-use common::{event, record_id, record_offset, wait_for, Api, Server};
+use common::{event, event_with_data, record_id, record_offset, wait_for, Api, Server};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -549,5 +550,53 @@ fn delayed_events_are_delivered_once_by_whichever_gateway_survives() {
     );
     for i in 0..5 {
         assert!(delivered.contains(&format!("late-{i}")), "{delivered:?}");
+    }
+}
+
+#[test]
+fn a_schema_registered_on_one_gateway_is_enforced_by_every_gateway() {
+    let nats = NatsServer::start_temp();
+    let one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+    a.create_topic("orders", 1);
+    wait_topic_visible(&b, "orders");
+    let order = |id: &str, amount: Value| {
+        let mut e = event_with_data(id, json!({ "amount": amount }));
+        e["type"] = json!("order.created");
+        e
+    };
+    let v1 = json!({"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]});
+    a.post_json("/v1/schemas/order.created", &v1)
+        .expect_status(201);
+    wait_for("gateway two enforces the schema", WAIT, || {
+        let reply = b.post_json("/v1/topics/orders/events", &order("bad", json!("12")));
+        (reply.status == 400).then_some(())
+    });
+    b.post_json("/v1/topics/orders/events", &order("good", json!(12)))
+        .expect_status(200);
+
+    // Registrations through both gateways land in one registry: versions 2 and 3, in
+    // whichever order, and both gateways list the same three.
+    let titled = |title: &str| json!({"title": title, "type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]});
+    let (va, vb) = thread::scope(|s| {
+        let ra = s.spawn(|| a.post_json("/v1/schemas/order.created", &titled("from one")));
+        let rb = s.spawn(|| b.post_json("/v1/schemas/order.created", &titled("from two")));
+        (ra.join().expect("a"), rb.join().expect("b"))
+    });
+    let mut versions: Vec<u64> = [va, vb]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.body["version"].as_u64().expect("version")
+        })
+        .collect();
+    versions.sort();
+    assert_eq!(versions, vec![2, 3]);
+    for api in [&a, &b] {
+        wait_for("three versions listed", WAIT, || {
+            let latest = api.get("/v1/schemas/order.created");
+            (latest.status == 200 && latest.body["version"] == 3).then_some(())
+        });
     }
 }

@@ -21,7 +21,7 @@ use crate::metadata::TopicMeta;
 use crate::offsets::CommittedOffsets;
 use crate::storage::{
     DelayedRegistry, JetStreamBackend, MemberAnnouncement, MemberChange, MemberRegistry,
-    OffsetRegistry, OffsetsChange, TopicRegistry,
+    OffsetRegistry, OffsetsChange, SharedSchemas, TopicRegistry,
 };
 
 /// How often the heartbeat task looks for members due a re-announcement.
@@ -61,6 +61,7 @@ pub(super) struct Shared {
     member_writes: tokio::sync::Mutex<()>,
     delayed: DelayedRegistry,
     delivery: parking_lot::Mutex<Delivery>,
+    pub schemas: SharedSchemas,
 }
 
 /// What a starting gateway read from the registries, and the revisions to follow from.
@@ -68,7 +69,8 @@ pub(super) struct Loaded {
     pub topics: Vec<TopicMeta>,
     pub committed: std::collections::HashMap<String, CommittedOffsets>,
     members: Vec<MemberAnnouncement>,
-    revisions: [u64; 3],
+    pub schemas: herald_core::schema::SchemaRegistry,
+    revisions: [u64; 4],
 }
 
 impl Shared {
@@ -82,6 +84,8 @@ impl Shared {
         let offsets = Arc::new(OffsetRegistry::open(&backend).await?);
         let members = MemberRegistry::open(&backend, gateway.clone()).await?;
         let delayed = DelayedRegistry::open(&backend, gateway).await?;
+        let schemas = SharedSchemas::open(&backend).await?;
+        let (registry, schemas_revision) = schemas.load().await?;
         let (committed, offsets_revision) = offsets.load_all().await?;
         let (metas, topics_revision) = topics.load_all().await?;
         let (announced, members_revision) = members.load_all().await?;
@@ -104,12 +108,19 @@ impl Shared {
             member_writes: tokio::sync::Mutex::new(()),
             delayed,
             delivery: parking_lot::Mutex::new(Delivery::default()),
+            schemas,
         };
         let loaded = Loaded {
             topics: metas,
             committed,
             members: live,
-            revisions: [topics_revision, offsets_revision, members_revision],
+            schemas: registry,
+            revisions: [
+                topics_revision,
+                offsets_revision,
+                members_revision,
+                schemas_revision,
+            ],
         };
         Ok((shared, loaded))
     }
@@ -211,11 +222,14 @@ impl Broker {
         for a in loaded.members {
             self.apply_member_change(MemberChange::Announced(a));
         }
-        let [topics_revision, offsets_revision, members_revision] = loaded.revisions;
+        let [topics_revision, offsets_revision, members_revision, schemas_revision] =
+            loaded.revisions;
+        self.inner.schemas.replace(loaded.schemas, schemas_revision);
         let weak = || Arc::downgrade(&self.inner);
         let topics = shared.topics.clone();
         let offsets = Arc::clone(&shared.offsets);
         let members = shared.members.clone();
+        let schemas = shared.schemas.clone();
         let tasks = [
             tokio::spawn(follow(
                 weak(),
@@ -246,6 +260,18 @@ impl Broker {
                     async move { members.watch(revision).await }
                 },
                 |broker, change| async move { broker.apply_member_change(change) },
+            )),
+            tokio::spawn(follow(
+                weak(),
+                "schemas",
+                schemas_revision,
+                move |revision| {
+                    let schemas = schemas.clone();
+                    async move { schemas.watch(revision).await }
+                },
+                |broker, (revision, registry)| async move {
+                    broker.inner.schemas.replace(registry, revision)
+                },
             )),
             tokio::spawn(run_heartbeats(weak())),
             tokio::spawn(run_delivery_lease(weak())),

@@ -8,6 +8,7 @@ pub mod jetstream;
 pub mod kv;
 pub mod member_registry;
 pub mod offset_registry;
+pub mod shared_schemas;
 pub mod topic_registry;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use delayed_registry::{DelayedRegistry, LeaseState};
 pub use jetstream::{JetStreamBackend, JetStreamConfig, JetStreamPartition};
 pub use member_registry::{MemberAnnouncement, MemberChange, MemberRegistry};
 pub use offset_registry::{OffsetRegistry, OffsetsChange};
+pub use shared_schemas::SharedSchemas;
 pub use topic_registry::{TopicChange, TopicRegistry};
 
 /// The storage of one topic partition.
