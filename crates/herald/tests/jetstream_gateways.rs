@@ -267,7 +267,7 @@ fn a_nats_cluster_node_killed_under_load_loses_no_acknowledged_event() {
 fn join(api: &Api, group: &str, topic: &str) -> String {
     let joined = api.join_group(
         group,
-        &json!({"topics": [topic], "session_timeout_ms": 10_000, "auto_offset_reset": "earliest"}),
+        &json!({"topics": [topic], "session_timeout_ms": 3_000, "auto_offset_reset": "earliest"}),
     );
     let id = joined["member_id"].as_str().expect("member_id");
     format!("/v1/groups/{group}/members/{id}")
@@ -314,8 +314,12 @@ fn a_group_resumes_on_another_gateway_from_the_offsets_committed_on_the_first() 
         let described = b.get("/v1/groups/billing");
         (described.status == 200 && described.body["offsets"][0]["committed"] == 60).then_some(())
     });
+    // Gateway one's member holds the partition until its session (3 s) lapses unseen.
     let member = join(&b, "billing", "invoices");
-    let rest = member_fetch(&b, &member, 100);
+    let rest = wait_for("the partition moves to gateway two's member", WAIT, || {
+        let events = member_fetch(&b, &member, 100);
+        (!events.is_empty()).then_some(events)
+    });
     assert_eq!(
         rest.first().map(record_offset),
         Some(60),
