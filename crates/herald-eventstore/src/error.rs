@@ -38,6 +38,10 @@ pub enum EventStoreError {
     Backpressure,
     #[error("the event store is closed")]
     Closed,
+    /// The shared storage (JetStream) did not answer or failed; nothing is known to be
+    /// written unless the message says so. Retry shortly.
+    #[error("the event store's storage is unavailable: {0}")]
+    Unavailable(String),
     /// An earlier write failed in a way that leaves its outcome unknown; writes are refused.
     #[error("the event store refuses writes after an earlier storage failure: {0}")]
     Poisoned(String),
@@ -88,7 +92,7 @@ impl EventStoreError {
             Self::EventTooLarge { .. } | Self::AppendTooLarge { .. } => "payload_too_large",
             Self::TooManyEvents { .. } => "invalid_argument",
             Self::Backpressure => "backpressure",
-            Self::Closed => "unavailable",
+            Self::Closed | Self::Unavailable(_) => "unavailable",
             Self::Poisoned(_) => "storage_failed",
             Self::Io { .. } | Self::Log(_) => "io_error",
             Self::Corrupt { .. } => "corrupt",
@@ -109,7 +113,7 @@ impl EventStoreError {
             Self::StreamDeleted { .. } => 410,
             Self::EventTooLarge { .. } | Self::AppendTooLarge { .. } => 413,
             Self::Backpressure => 429,
-            Self::Closed => 503,
+            Self::Closed | Self::Unavailable(_) => 503,
             Self::Poisoned(_)
             | Self::Io { .. }
             | Self::Corrupt { .. }

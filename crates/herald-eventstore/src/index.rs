@@ -6,7 +6,7 @@
 //! from 0 and positions strictly increase with the version; a tombstoned stream never
 //! takes another event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::error::EventStoreError;
 use crate::record::Entry;
@@ -109,22 +109,78 @@ impl StreamState {
     }
 }
 
+/// What one record changes in the index: an [`Entry`] without the event's body,
+/// which the index never needs (so a write path can skip decoding it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Event {
+        stream: String,
+        version: u64,
+    },
+    Metadata {
+        stream: String,
+        metadata: StreamMetadata,
+    },
+    SoftDelete {
+        stream: String,
+        deleted_before: u64,
+    },
+    Tombstone {
+        stream: String,
+    },
+}
+
+impl Change {
+    pub fn stream(&self) -> &str {
+        match self {
+            Change::Event { stream, .. }
+            | Change::Metadata { stream, .. }
+            | Change::SoftDelete { stream, .. }
+            | Change::Tombstone { stream } => stream,
+        }
+    }
+}
+
+impl From<Entry> for Change {
+    fn from(entry: Entry) -> Self {
+        match entry {
+            Entry::Event {
+                stream, version, ..
+            } => Change::Event { stream, version },
+            Entry::Metadata { stream, metadata } => Change::Metadata { stream, metadata },
+            Entry::SoftDelete {
+                stream,
+                deleted_before,
+            } => Change::SoftDelete {
+                stream,
+                deleted_before,
+            },
+            Entry::Tombstone { stream } => Change::Tombstone { stream },
+        }
+    }
+}
+
 /// Every stream, by name (sorted, for listing).
 #[derive(Debug, Default)]
 pub struct Index {
     pub streams: BTreeMap<String, StreamState>,
+    /// On JetStream: per stream, the sequence of the last message on its subject (the
+    /// expected last subject sequence of its next write), skipped messages included.
+    pub last_sequences: HashMap<String, u64>,
 }
 
 impl Index {
     /// Applies one durable entry found at `position`. Fails if the entry contradicts
     /// the state (a version out of sequence, an event after a tombstone): the log
     /// would then hold something the store never writes.
-    pub fn apply(&mut self, position: u64, entry: Entry) -> Result<(), EventStoreError> {
+    pub fn apply(
+        &mut self,
+        position: u64,
+        change: impl Into<Change>,
+    ) -> Result<(), EventStoreError> {
         let corrupt = |reason: String| EventStoreError::Corrupt { position, reason };
-        match entry {
-            Entry::Event {
-                stream, version, ..
-            } => {
+        match change.into() {
+            Change::Event { stream, version } => {
                 let state = self.streams.entry(stream).or_default();
                 if state.tombstoned {
                     return Err(corrupt("an event after the stream's tombstone".into()));
@@ -140,17 +196,17 @@ impl Index {
                 }
                 state.positions.push(position);
             }
-            Entry::Metadata { stream, metadata } => {
+            Change::Metadata { stream, metadata } => {
                 self.streams.entry(stream).or_default().metadata = metadata;
             }
-            Entry::SoftDelete {
+            Change::SoftDelete {
                 stream,
                 deleted_before,
             } => {
                 let state = self.streams.entry(stream).or_default();
                 state.deleted_before = state.deleted_before.max(deleted_before);
             }
-            Entry::Tombstone { stream } => {
+            Change::Tombstone { stream } => {
                 self.streams.entry(stream).or_default().tombstoned = true;
             }
         }

@@ -216,7 +216,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
         return Err("trailing bytes".into());
     }
     Ok(Checkpoint {
-        index: Index { streams },
+        index: Index {
+            streams,
+            last_sequences: Default::default(),
+        },
         end,
         fingerprint,
     })

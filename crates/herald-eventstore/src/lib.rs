@@ -33,9 +33,11 @@
     )
 )]
 
+pub mod batch;
 pub mod error;
 pub mod index;
 mod index_checkpoint;
+mod jetstream;
 pub mod persistent;
 pub mod record;
 mod snapshot;

@@ -12,6 +12,7 @@
 use herald_core::codec::{decode_event, encode_event};
 use herald_core::CloudEvent;
 
+use crate::index::Change;
 use crate::types::StreamMetadata;
 
 const FORMAT: u8 = 1;
@@ -96,6 +97,37 @@ pub fn encode_tombstone_record(stream: &str) -> Vec<u8> {
 
 /// Decodes a record value; the error says what is wrong.
 pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
+    let (change, body) = decode_parts(bytes)?;
+    Ok(match change {
+        Change::Event { stream, version } => Entry::Event {
+            stream,
+            version,
+            event: Box::new(decode_event(body).map_err(|e| format!("event body: {e}"))?),
+        },
+        Change::Metadata { stream, metadata } => Entry::Metadata { stream, metadata },
+        Change::SoftDelete {
+            stream,
+            deleted_before,
+        } => Entry::SoftDelete {
+            stream,
+            deleted_before,
+        },
+        Change::Tombstone { stream } => Entry::Tombstone { stream },
+    })
+}
+
+/// Decodes what a record changes in the index, without decoding an event's body (the
+/// write path, which encoded the body itself, uses this).
+pub fn decode_change(bytes: &[u8]) -> Result<Change, String> {
+    let (change, body) = decode_parts(bytes)?;
+    if matches!(change, Change::Event { .. }) && body.is_empty() {
+        return Err("event record without a body".to_string());
+    }
+    Ok(change)
+}
+
+/// The change a record makes, and an event's still encoded body (empty otherwise).
+fn decode_parts(bytes: &[u8]) -> Result<(Change, &[u8]), String> {
     let mut reader = Reader { buf: bytes, pos: 0 };
     let format = reader.u8()?;
     if format != FORMAT {
@@ -103,28 +135,22 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
     }
     let kind = reader.u8()?;
     let stream = reader.string()?;
-    let entry = match kind {
+    let change = match kind {
         KIND_EVENT => {
             let version = reader.u64()?;
-            let rest = reader.rest();
-            let event = Box::new(decode_event(rest).map_err(|e| format!("event body: {e}"))?);
-            return Ok(Entry::Event {
-                stream,
-                version,
-                event,
-            });
+            return Ok((Change::Event { stream, version }, reader.rest()));
         }
         KIND_METADATA => {
             let json = reader.bytes()?;
             let metadata =
                 serde_json::from_slice(json).map_err(|e| format!("metadata JSON: {e}"))?;
-            Entry::Metadata { stream, metadata }
+            Change::Metadata { stream, metadata }
         }
-        KIND_SOFT_DELETE => Entry::SoftDelete {
+        KIND_SOFT_DELETE => Change::SoftDelete {
             stream,
             deleted_before: reader.u64()?,
         },
-        KIND_TOMBSTONE => Entry::Tombstone { stream },
+        KIND_TOMBSTONE => Change::Tombstone { stream },
         other => return Err(format!("unknown record kind {other}")),
     };
     if reader.pos != bytes.len() {
@@ -133,7 +159,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
             bytes.len() - reader.pos
         ));
     }
-    Ok(entry)
+    Ok((change, &[]))
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

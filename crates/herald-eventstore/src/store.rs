@@ -25,12 +25,12 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::error::EventStoreError;
-use crate::index::Index;
+use crate::index::{Change, Index, StreamState};
 use crate::persistent::{
     CreatePersistent, NackAction, ParkedEvent, PersistentEvent, PersistentInfo, ReceiptOutcome,
 };
 use crate::record::{self, Entry};
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{FileSnapshots, KvSnapshots, SnapshotStore};
 use crate::subscription::CatchUpSubscription;
 use crate::types::{
     AppendResult, Direction, ExpectedVersion, RecordedEvent, Snapshot, StreamDescription,
@@ -116,6 +116,10 @@ pub(crate) struct Inner {
     opened_from_checkpoint: Option<u64>,
     /// A background checkpoint is running (shared with it: it outlives its store handle).
     checkpointing: Arc<AtomicBool>,
+    /// On JetStream: the stream all writes go to (the local log is its mirror).
+    pub(crate) remote: Option<Arc<crate::jetstream::Remote>>,
+    /// On JetStream: the task applying the stream to the local log.
+    follower: crate::jetstream::Follower,
     _lock: File,
 }
 
@@ -163,7 +167,10 @@ impl EventStore {
             duration_ms = started.elapsed().as_millis() as u64,
             "event store index rebuilt"
         );
-        let snapshots = SnapshotStore::open(dir.join("snapshots"), config.max_snapshot_bytes)?;
+        let snapshots = SnapshotStore::Files(FileSnapshots::open(
+            dir.join("snapshots"),
+            config.max_snapshot_bytes,
+        )?);
         let persistent = crate::persistent::Registry::open(dir.join("persistent"))?;
         let (changes, _) = watch::channel(0);
         let store = Self {
@@ -181,6 +188,8 @@ impl EventStore {
                 checkpoint_end: AtomicU64::new(from_checkpoint.unwrap_or(0)),
                 opened_from_checkpoint: from_checkpoint,
                 checkpointing: Arc::new(AtomicBool::new(false)),
+                remote: None,
+                follower: crate::jetstream::Follower(Mutex::new(None)),
                 _lock: lock,
             }),
         };
@@ -192,12 +201,86 @@ impl EventStore {
         Ok(store)
     }
 
+    /// Opens the store on JetStream (`herald serve --storage jetstream`): the stream
+    /// `<PREFIX>_ES` is the source of truth, shared by every gateway on the same NATS, and
+    /// `<dir>/mirror/` is this gateway's local copy of it, wiped and rebuilt from JetStream
+    /// sequence 1 here (the open takes as long as replaying every write once). Snapshots
+    /// live in the KV bucket `<PREFIX>_snapshots`; persistent subscriptions stay in
+    /// `<dir>/persistent/`, per gateway.
+    pub async fn open_jetstream(
+        dir: impl Into<PathBuf>,
+        config: EventStoreConfig,
+        backend: &herald_broker::storage::JetStreamBackend,
+    ) -> Result<Self, EventStoreError> {
+        let dir = dir.into();
+        let mut config = config;
+        // The index is rebuilt from JetStream on every open: no checkpoint to keep.
+        config.index_checkpoint_records = 0;
+        let log_config = mirror_log_config(&config.log);
+        let local = dir.clone();
+        let (lock, log, persistent) = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&local).map_err(|e| EventStoreError::io(&local, e))?;
+            let lock = lock_dir(&local)?;
+            let mirror = local.join("mirror");
+            match std::fs::remove_dir_all(&mirror) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EventStoreError::io(&mirror, e)),
+            }
+            let log = PartitionLog::open(mirror, log_config)?;
+            let persistent = crate::persistent::Registry::open(local.join("persistent"))?;
+            Ok::<_, EventStoreError>((lock, log, persistent))
+        })
+        .await
+        .map_err(|_| EventStoreError::Closed)??;
+        let remote = Arc::new(crate::jetstream::Remote::open(backend).await?);
+        let snapshots = SnapshotStore::Kv(Box::new(
+            KvSnapshots::open(backend, config.max_snapshot_bytes).await?,
+        ));
+        let (changes, _) = watch::channel(0);
+        let store = Self {
+            inner: Arc::new(Inner {
+                dir,
+                config,
+                log,
+                index: RwLock::new(Index::default()),
+                writers: Mutex::new(HashMap::new()),
+                changes,
+                poisoned: Mutex::new(None),
+                snapshots,
+                persistent,
+                pending_writes: AtomicU64::new(0),
+                checkpoint_end: AtomicU64::new(0),
+                opened_from_checkpoint: None,
+                checkpointing: Arc::new(AtomicBool::new(false)),
+                remote: Some(Arc::clone(&remote)),
+                follower: crate::jetstream::Follower(Mutex::new(None)),
+                _lock: lock,
+            }),
+        };
+        let started = std::time::Instant::now();
+        let target = remote.last_sequence().await?;
+        let task = tokio::spawn(crate::jetstream::follow(Arc::downgrade(&store.inner)));
+        *store.inner.follower.0.lock() = Some(task);
+        remote.wait_applied(target, None).await?;
+        tracing::info!(
+            dir = %store.inner.dir.display(),
+            stream = remote.stream_name(),
+            messages = target,
+            streams = store.inner.index.read().streams.len(),
+            end_position = store.end_position(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "event store mirror rebuilt from JetStream"
+        );
+        Ok(store)
+    }
+
     /// Writes the index checkpoint if the index holds exactly the log's records (no
     /// append in flight) and the store is healthy. Blocking. Failures are logged: the
     /// next open then scans more of the log.
     pub(crate) fn write_index_checkpoint(&self) {
         let inner = &self.inner;
-        if inner.poisoned.lock().is_some() {
+        if inner.poisoned.lock().is_some() || inner.remote.is_some() {
             return;
         }
         let encoded = {
@@ -330,51 +413,130 @@ impl EventStore {
         expected: ExpectedVersion,
         bodies: Vec<Vec<u8>>,
     ) -> Result<AppendResult, EventStoreError> {
+        let key = Bytes::copy_from_slice(stream.as_bytes());
+        let (outcome, first_version) = self
+            .write_locked(stream, |state| {
+                state.check(stream, expected)?;
+                let first_version = state.next_version();
+                let timestamp_ms = now_ms();
+                let records = bodies
+                    .iter()
+                    .zip(first_version..)
+                    .map(|(body, version)| Record {
+                        timestamp_ms,
+                        key: Some(key.clone()),
+                        value: Bytes::from(record::encode_event_record(stream, version, body)),
+                    })
+                    .collect();
+                Ok((records, first_version))
+            })
+            .await?;
+        Ok(AppendResult {
+            next_expected_version: first_version + bodies.len() as u64 - 1,
+            position: outcome.last_offset,
+        })
+    }
+
+    /// Under `stream`'s writer lock: `build` checks the stream's current state and makes
+    /// the records of one write, which is then stored as one batch. On JetStream a write
+    /// that lost a race with another gateway is rebuilt on the caught-up state (so the
+    /// expected-version check runs again), a bounded number of times.
+    async fn write_locked<T>(
+        &self,
+        stream: &str,
+        mut build: impl FnMut(&StreamState) -> Result<(Vec<Record>, T), EventStoreError>,
+    ) -> Result<(AppendOutcome, T), EventStoreError> {
         let writer = self.writer_lock(stream);
         let result = async {
             let _guard = writer.lock().await;
-            let first_version = {
-                let index = self.inner.index.read();
-                match index.streams.get(stream) {
-                    Some(state) => {
-                        state.check(stream, expected)?;
-                        state.next_version()
+            let mut conflicts = 0;
+            let mut caught_up = false;
+            loop {
+                let built = {
+                    let index = self.inner.index.read();
+                    let empty = StreamState::default();
+                    let state = index.streams.get(stream).unwrap_or(&empty);
+                    let last_sequence = index.last_sequences.get(stream).copied().unwrap_or(0);
+                    build(state).map(|(records, value)| (records, value, last_sequence))
+                };
+                let Some(remote) = &self.inner.remote else {
+                    let (records, value, _) = built?;
+                    return Ok((self.commit_batch(records, 0).await?, value));
+                };
+                let (records, value, last_sequence) = match built {
+                    Ok(built) => built,
+                    // This gateway's mirror may be behind another gateway's write that
+                    // the caller has seen: refuse only on the current state.
+                    Err(
+                        EventStoreError::WrongExpectedVersion { .. }
+                        | EventStoreError::StreamNotFound { .. },
+                    ) if !caught_up => {
+                        remote.catch_up().await?;
+                        caught_up = true;
+                        continue;
                     }
+                    Err(error) => return Err(error),
+                };
+                match remote.publish(stream, &records, last_sequence).await? {
+                    Some(outcome) => return Ok((outcome, value)),
+                    None if conflicts < crate::jetstream::CONFLICT_RETRIES => conflicts += 1,
                     None => {
-                        crate::index::StreamState::default().check(stream, expected)?;
-                        0
+                        return Err(EventStoreError::Unavailable(format!(
+                            "stream `{stream}`: {conflicts} writes in a row lost the race \
+                             with other gateways; nothing was written"
+                        )))
                     }
                 }
-            };
-            let timestamp_ms = now_ms();
-            let key = Bytes::copy_from_slice(stream.as_bytes());
-            let records: Vec<Record> = bodies
-                .iter()
-                .zip(first_version..)
-                .map(|(body, version)| Record {
-                    timestamp_ms,
-                    key: Some(key.clone()),
-                    value: Bytes::from(record::encode_event_record(stream, version, body)),
-                })
-                .collect();
-            let (outcome, pending) = self.append_records(records).await?;
-            let mut index = self.inner.index.write();
-            let state = index.streams.entry(stream.to_string()).or_default();
-            state
-                .positions
-                .extend(outcome.base_offset..=outcome.last_offset);
-            drop(index);
-            drop(pending);
-            self.inner.changes.send_modify(|n| *n += 1);
-            self.maybe_checkpoint();
-            Ok(AppendResult {
-                next_expected_version: first_version + bodies.len() as u64 - 1,
-                position: outcome.last_offset,
-            })
+            }
         }
         .await;
         self.release_writer_lock(stream, writer);
         result
+    }
+
+    /// Stores one batch in the local log and applies it to the index: the one path for
+    /// local writes and for writes the JetStream mirror applies (`sequence`: the batch's
+    /// JetStream sequence, 0 on the embedded log). Every record of a batch belongs to one
+    /// stream.
+    pub(crate) async fn commit_batch(
+        &self,
+        records: Vec<Record>,
+        sequence: u64,
+    ) -> Result<AppendOutcome, EventStoreError> {
+        let changes = records
+            .iter()
+            .map(|r| record::decode_change(&r.value))
+            .collect::<Result<Vec<Change>, String>>()
+            .map_err(|reason| EventStoreError::Corrupt {
+                position: self.end_position(),
+                reason,
+            })?;
+        let (outcome, pending) = self.append_records(records).await?;
+        let applied = {
+            let mut index = self.inner.index.write();
+            let stream = changes.first().map(|c| c.stream().to_string());
+            let applied = (outcome.base_offset..)
+                .zip(changes)
+                .try_for_each(|(position, change)| index.apply(position, change));
+            if let (Some(stream), true) = (stream, sequence > 0) {
+                index.last_sequences.insert(stream, sequence);
+            }
+            applied
+        };
+        if let Err(error) = &applied {
+            // The log holds the batch but the index refused it: they no longer agree.
+            tracing::error!(%error, "event store index refused a stored batch; refusing further writes");
+            self.poison(error.to_string());
+        }
+        drop(pending);
+        self.inner.changes.send_modify(|n| *n += 1);
+        self.maybe_checkpoint();
+        applied.map(|()| outcome)
+    }
+
+    /// Refuses every later write, saying why.
+    pub(crate) fn poison(&self, reason: String) {
+        self.inner.poisoned.lock().get_or_insert(reason);
     }
 
     /// Appends one batch; poisons the store when the outcome is unknown.
@@ -396,7 +558,7 @@ impl EventStore {
                 ) || error.is_retryable();
                 if !definite {
                     tracing::error!(%error, "event store write failed; refusing further writes");
-                    *self.inner.poisoned.lock() = Some(error.to_string());
+                    self.poison(error.to_string());
                 }
                 Err(error.into())
             }
@@ -418,54 +580,38 @@ impl EventStore {
     }
 
     /// Writes one control record (metadata, delete) for `stream` under its writer lock,
-    /// after `check` accepts the current state, then applies it to the index.
+    /// after `make` accepts the current state. Returns the record's position.
     async fn write_control(
         &self,
         stream: String,
-        make: impl FnOnce(&crate::index::StreamState) -> Result<Entry, EventStoreError> + Send + 'static,
+        make: impl Fn(&StreamState) -> Result<Entry, EventStoreError> + Send + Sync + 'static,
     ) -> Result<u64, EventStoreError> {
         let store = self.clone();
         self.run_write(async move {
-            let writer = store.writer_lock(&stream);
-            let result = async {
-                let _guard = writer.lock().await;
-                let entry = {
-                    let index = store.inner.index.read();
-                    let empty = crate::index::StreamState::default();
-                    make(index.streams.get(&stream).unwrap_or(&empty))?
-                };
-                let value = match &entry {
-                    Entry::Metadata { stream, metadata } => {
-                        record::encode_metadata_record(stream, metadata)
-                    }
-                    Entry::SoftDelete {
-                        stream,
-                        deleted_before,
-                    } => record::encode_soft_delete_record(stream, *deleted_before),
-                    Entry::Tombstone { stream } => record::encode_tombstone_record(stream),
-                    Entry::Event { .. } => {
-                        return Err(EventStoreError::invalid("record", "not a control record"))
-                    }
-                };
-                let record = Record {
-                    timestamp_ms: now_ms(),
-                    key: Some(Bytes::copy_from_slice(stream.as_bytes())),
-                    value: Bytes::from(value),
-                };
-                let (outcome, pending) = store.append_records(vec![record]).await?;
-                store
-                    .inner
-                    .index
-                    .write()
-                    .apply(outcome.last_offset, entry)?;
-                drop(pending);
-                store.inner.changes.send_modify(|n| *n += 1);
-                store.maybe_checkpoint();
-                Ok(outcome.last_offset)
-            }
-            .await;
-            store.release_writer_lock(&stream, writer);
-            result
+            let (outcome, ()) = store
+                .write_locked(&stream, |state| {
+                    let value = match make(state)? {
+                        Entry::Metadata { stream, metadata } => {
+                            record::encode_metadata_record(&stream, &metadata)
+                        }
+                        Entry::SoftDelete {
+                            stream,
+                            deleted_before,
+                        } => record::encode_soft_delete_record(&stream, deleted_before),
+                        Entry::Tombstone { stream } => record::encode_tombstone_record(&stream),
+                        Entry::Event { .. } => {
+                            return Err(EventStoreError::invalid("record", "not a control record"))
+                        }
+                    };
+                    let record = Record {
+                        timestamp_ms: now_ms(),
+                        key: Some(Bytes::copy_from_slice(stream.as_bytes())),
+                        value: Bytes::from(value),
+                    };
+                    Ok((vec![record], ()))
+                })
+                .await?;
+            Ok(outcome.last_offset)
         })
         .await
     }
@@ -483,11 +629,13 @@ impl EventStore {
         let name = stream.to_string();
         self.write_control(name.clone(), move |state| {
             if state.tombstoned {
-                return Err(EventStoreError::StreamDeleted { stream: name });
+                return Err(EventStoreError::StreamDeleted {
+                    stream: name.clone(),
+                });
             }
             Ok(Entry::Metadata {
-                stream: name,
-                metadata,
+                stream: name.clone(),
+                metadata: metadata.clone(),
             })
         })
         .await?;
@@ -522,14 +670,18 @@ impl EventStore {
             .write_control(name.clone(), move |state| {
                 state.check(&name, expected)?;
                 if !state.exists() && !hard {
-                    return Err(EventStoreError::StreamNotFound { stream: name });
+                    return Err(EventStoreError::StreamNotFound {
+                        stream: name.clone(),
+                    });
                 }
                 Ok(if hard {
-                    Entry::Tombstone { stream: name }
+                    Entry::Tombstone {
+                        stream: name.clone(),
+                    }
                 } else {
                     Entry::SoftDelete {
                         deleted_before: state.next_version(),
-                        stream: name,
+                        stream: name.clone(),
                     }
                 })
             })
@@ -951,6 +1103,7 @@ impl EventStore {
     /// Flushes and closes the log (waits for queued appends). Later writes fail with
     /// `Closed`; reads keep working.
     pub fn close(&self) -> Result<(), EventStoreError> {
+        self.inner.follower.stop();
         self.inner.persistent.close();
         self.inner.log.close()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -1051,6 +1204,18 @@ fn scan_into(log: &PartitionLog, index: &mut Index, from: u64) -> Result<(), Eve
         }
     }
     Ok(())
+}
+
+/// The local log of a JetStream mirror. Its fsync policy is relaxed to `Never`: the
+/// mirror is a cache of JetStream (which holds the writes durably, on its replicas), it
+/// is wiped and rebuilt on every open, so a crash can lose nothing of it that matters.
+/// Its batches must fit any NATS message (`max_payload` is at most 64 MiB).
+fn mirror_log_config(log: &LogConfig) -> LogConfig {
+    LogConfig {
+        fsync: FsyncPolicy::Never,
+        batch_bytes_max: log.batch_bytes_max.max(80 * 1024 * 1024),
+        ..log.clone()
+    }
 }
 
 fn check_receipts(receipts: &[String]) -> Result<(), EventStoreError> {

@@ -9,6 +9,8 @@
 //! - [`expect_chain`]: assertions on the events sharing a correlation id (order, count,
 //!   causation links).
 //! - [`PgServer`]: a private throwaway Postgres cluster (for Postgres projections).
+//! - [`nats::NatsServer`]: private `nats-server` processes with JetStream (one, or a
+//!   cluster of three).
 //!
 //! Everything here panics with a readable message on a failed expectation, as test
 //! assertions do; nothing here is meant for production paths.
@@ -16,10 +18,12 @@
 mod bus;
 mod chain;
 mod given;
+pub mod nats;
 mod postgres;
 
 pub use bus::{InMemoryBus, VirtualClock};
 pub use chain::{expect_chain, Chain};
 pub use given::{given, Given, When};
 pub use herald_flow::{Aggregate, Clock, CommandSink, EventSource};
+pub use nats::NatsServer;
 pub use postgres::{PgServer, PG_USER};

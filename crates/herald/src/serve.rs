@@ -429,7 +429,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let bus = herald_bus::Bus::open(broker.clone(), bus_config)
         .await
         .context("starting the event bus")?;
-    let eventstore = open_eventstore(&config.data_dir, config.max_event_bytes).await?;
+    let eventstore =
+        open_eventstore(&config.data_dir, config.max_event_bytes, &config.storage).await?;
     let router = herald_http::router_with_eventstore(
         broker.clone(),
         Some(bus.clone()),
@@ -525,16 +526,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the event store in `<data_dir>/eventstore` (fsync `always`).
+/// Opens the event store in `<data_dir>/eventstore` (fsync `always`). With JetStream
+/// storage its writes go to JetStream (shared by every gateway) and that directory holds
+/// this gateway's mirror and persistent subscriptions. The broker keeps its JetStream
+/// connection to itself, so the event store opens one of its own with the same settings.
 async fn open_eventstore(
     data_dir: &std::path::Path,
     max_event_bytes: usize,
+    storage: &herald_broker::config::StorageBackend,
 ) -> anyhow::Result<herald_eventstore::EventStore> {
     let dir = data_dir.join("eventstore");
     let config = herald_eventstore::EventStoreConfig {
         max_event_bytes,
         ..herald_eventstore::EventStoreConfig::default()
     };
+    if let herald_broker::config::StorageBackend::JetStream(js) = storage {
+        let backend = herald_broker::storage::JetStreamBackend::connect(js.clone())
+            .await
+            .context("connecting the event store to JetStream")?;
+        return herald_eventstore::EventStore::open_jetstream(&dir, config, &backend)
+            .await
+            .context("opening the event store on JetStream");
+    }
     tokio::task::spawn_blocking(move || herald_eventstore::EventStore::open(&dir, config))
         .await
         .context("opening the event store")?
