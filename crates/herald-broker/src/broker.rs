@@ -45,6 +45,9 @@ pub const FETCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const FETCH_EVENTS_MAX: usize = 10_000;
 /// Longest a fetch may wait for new events.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How old JetStream partition figures (start, size) may be when a listing or `/metrics`
+/// answers: at most one stream-info request per partition per this interval.
+pub const STATS_MAX_AGE: Duration = Duration::from_millis(250);
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -466,9 +469,10 @@ impl Broker {
             .collect()
     }
 
-    /// Re-reads partition sizes and bounds from the storage backend (JetStream partitions
-    /// otherwise refresh them every few seconds; the embedded log is always current).
-    /// `None`: every topic. Failures are logged; the cached figures stay.
+    /// Re-reads partition sizes and bounds from the storage backend unless read within
+    /// the last [`STATS_MAX_AGE`] (JetStream partitions otherwise refresh them every few
+    /// seconds; the embedded log is always current). `None`: every topic. Failures are
+    /// logged; the cached figures stay.
     pub async fn refresh_stats(&self, topic: Option<&str>) {
         if self.inner.jetstream.is_none() {
             return;
@@ -480,7 +484,7 @@ impl Broker {
         let refreshes = topics
             .iter()
             .flat_map(|t| t.partitions().iter())
-            .map(PartitionStore::refresh);
+            .map(|p| p.refresh_within(STATS_MAX_AGE));
         join_all(refreshes).await;
     }
 

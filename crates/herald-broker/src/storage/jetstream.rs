@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
@@ -217,6 +217,7 @@ impl JetStreamBackend {
             closed: AtomicBool::new(false),
             tail: parking_lot::Mutex::new(None),
             send: tokio::sync::Mutex::new(()),
+            refreshed: Arc::new(parking_lot::Mutex::new(Some(Instant::now()))),
         });
         let tail = tokio::spawn(follow_tail(Arc::downgrade(&partition)));
         *partition.tail.lock() = Some(tail);
@@ -278,6 +279,9 @@ pub struct JetStreamPartition {
     /// Held while one append sends its records, so this gateway's batches reach the
     /// stream back to back (Kafka produce responses carry only a base offset).
     send: tokio::sync::Mutex<()>,
+    /// When the last stream-info refresh completed; cleared when the end moves (the size
+    /// with it) and by a purge this gateway made.
+    refreshed: Arc<parking_lot::Mutex<Option<Instant>>>,
 }
 
 impl JetStreamPartition {
@@ -444,10 +448,26 @@ impl JetStreamPartition {
     /// Re-reads start, end and size from the stream's state.
     pub async fn refresh(&self) {
         match self.stream.get_info().await {
-            Ok(info) => self.apply_state(&info.state),
+            Ok(info) => {
+                self.apply_state(&info.state);
+                *self.refreshed.lock() = Some(Instant::now());
+            }
             Err(error) => {
                 tracing::warn!(topic = %self.topic, partition = self.partition, %error, "JetStream stream info failed")
             }
+        }
+    }
+
+    /// [`Self::refresh`] unless one completed within `max_age` and neither an append (seen
+    /// by this gateway) nor a purge made here happened since: bounds how stale retention
+    /// and other gateways' purges may look, at one stream-info request per `max_age`.
+    pub async fn refresh_within(&self, max_age: Duration) {
+        let fresh = self
+            .refreshed
+            .lock()
+            .is_some_and(|at| at.elapsed() < max_age);
+        if !fresh {
+            self.refresh().await;
         }
     }
 
@@ -468,10 +488,12 @@ impl JetStreamPartition {
             tracing::warn!(%topic, partition, offset, "JetStream purge skipped: no runtime");
             return;
         };
+        let refreshed = Arc::clone(&self.refreshed);
         runtime.spawn(async move {
             if let Err(error) = stream.purge().sequence(offset + 1).await {
                 tracing::warn!(%topic, partition, offset, %error, "JetStream purge failed");
             }
+            *refreshed.lock() = None;
         });
     }
 
@@ -484,13 +506,17 @@ impl JetStreamPartition {
     }
 
     fn advance(&self, next: u64) {
-        self.next.send_if_modified(|current| {
+        let moved = self.next.send_if_modified(|current| {
             let moved = next > *current;
             if moved {
                 *current = next;
             }
             moved
         });
+        if moved {
+            // The size moved with the end: the next listing re-reads it.
+            *self.refreshed.lock() = None;
+        }
     }
 
     fn error(&self, what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {

@@ -167,6 +167,13 @@ impl PartitionStore {
         }
     }
 
+    /// [`Self::refresh`], unless the figures were refreshed within `max_age`.
+    pub async fn refresh_within(&self, max_age: std::time::Duration) {
+        if let PartitionStore::JetStream(p) = self {
+            p.refresh_within(max_age).await;
+        }
+    }
+
     /// Applies time/size retention (embedded log only: JetStream enforces `max_age` and
     /// `max_bytes` itself). Returns the segments deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
