@@ -25,6 +25,9 @@ const HEADER_TIMESTAMP: &str = "Herald-Ts";
 const HEADER_KEY: &str = "Herald-Key";
 /// Reads of one partition keep at most this many message requests in flight.
 const READ_PIPELINE: usize = 64;
+/// Reads of at least this many records go through a short-lived consumer (the leader
+/// streams the run in one batch) rather than one message request per record.
+const CONSUMER_READ_MIN: u64 = 32;
 /// How often each partition refreshes its start offset and size from the stream.
 const INFO_REFRESH: Duration = Duration::from_secs(2);
 /// How long a starting gateway waits for JetStream (a cluster electing its leader).
@@ -350,6 +353,25 @@ impl JetStreamPartition {
             });
         }
         let count = (end - offset).min(max_records as u64);
+        if count >= CONSUMER_READ_MIN {
+            match self.read_by_consumer(offset, count, max_bytes).await {
+                Ok(records) if !records.is_empty() => return Ok(records),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(topic = %self.topic, partition = self.partition, offset, %error, "consumer read failed; reading message by message")
+                }
+            }
+        }
+        self.read_by_requests(offset, count, max_bytes).await
+    }
+
+    /// `count` records from `offset`, one pipelined message request each.
+    async fn read_by_requests(
+        &self,
+        offset: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BrokerError> {
         let window = (count as usize).clamp(1, READ_PIPELINE);
         let mut requests = futures::stream::iter((offset + 1..=offset + count).map(|sequence| {
             let stream = self.stream.clone();
@@ -379,20 +401,94 @@ impl JetStreamPartition {
         Ok(out)
     }
 
+    /// Up to `count` records from `offset` through an ephemeral consumer (no acks, in
+    /// memory, deleted afterwards): the server sends the run in one batch. Records removed
+    /// meanwhile are skipped, as with message requests; an error leaves the caller to
+    /// fall back to those (for instance a first record larger than `max_bytes`).
+    async fn read_by_consumer(
+        &self,
+        offset: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BrokerError> {
+        let config = consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: offset + 1,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        let reader = self
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| self.error("creating a reader on", e))?;
+        let name = reader.cached_info().name.clone();
+        let read = async {
+            let mut batch = reader
+                .fetch()
+                .max_messages(count as usize)
+                .max_bytes(max_bytes)
+                .messages()
+                .await
+                .map_err(|e| self.error("reading", e))?;
+            let mut out = Vec::new();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| self.error("reading", e))?;
+                let info = message.info().map_err(|e| self.error("reading", e))?;
+                let sequence = info.stream_sequence;
+                if sequence <= offset || sequence > offset + count {
+                    break;
+                }
+                let published = info.published;
+                let received_ms =
+                    published.unix_timestamp() * 1000 + i64::from(published.millisecond());
+                let (headers, payload) = (message.headers.clone(), message.payload.clone());
+                out.push(self.record_from(sequence, headers.as_ref(), payload, received_ms)?);
+            }
+            Ok::<_, BrokerError>(out)
+        }
+        .await;
+        let stream = self.stream.clone();
+        tokio::spawn(async move {
+            // Best effort: an undeleted reader expires after its inactive threshold.
+            let _ = stream.delete_consumer(&name).await;
+        });
+        read
+    }
+
     fn stored_record(
         &self,
         message: async_nats::jetstream::message::StreamMessage,
     ) -> Result<StoredRecord, BrokerError> {
-        let offset = message.sequence.saturating_sub(1);
-        let timestamp_ms = message
-            .headers
-            .get(HEADER_TIMESTAMP)
+        let time = message.time;
+        let received_ms = time.unix_timestamp() * 1000 + i64::from(time.millisecond());
+        self.record_from(
+            message.sequence,
+            Some(&message.headers),
+            message.payload,
+            received_ms,
+        )
+    }
+
+    /// The record stored at stream `sequence`: timestamp from `Herald-Ts` (else when the
+    /// stream received it), key from `Herald-Key`.
+    fn record_from(
+        &self,
+        sequence: u64,
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+        received_ms: i64,
+    ) -> Result<StoredRecord, BrokerError> {
+        let offset = sequence.saturating_sub(1);
+        let header = |name: &str| headers.and_then(|h| h.get(name));
+        let timestamp_ms = header(HEADER_TIMESTAMP)
             .and_then(|v| v.as_str().parse::<i64>().ok())
-            .unwrap_or_else(|| {
-                let time = message.time;
-                time.unix_timestamp() * 1000 + i64::from(time.millisecond())
-            });
-        let key = match message.headers.get(HEADER_KEY) {
+            .unwrap_or(received_ms);
+        let key = match header(HEADER_KEY) {
             None => None,
             Some(v) => Some(Bytes::from(
                 base64::engine::general_purpose::STANDARD
@@ -404,7 +500,7 @@ impl JetStreamPartition {
             offset,
             timestamp_ms,
             key,
-            value: message.payload,
+            value: payload,
         })
     }
 
