@@ -33,12 +33,20 @@ use crate::store::{EventStore, Inner};
 pub(crate) const CONFLICT_RETRIES: u32 = 16;
 /// Header naming this gateway's pending write, so the mirror can hand it its positions.
 const HEADER_WRITE: &str = "Herald-Write";
+/// Header carrying the subject sequence the write expected to follow. JetStream checks it
+/// (`Nats-Expected-Last-Subject-Sequence`) and the mirror checks it again: a clustered
+/// NATS 2.9 can accept two racing writes that expected the same sequence, and the mirror
+/// then skips the second on every gateway, so it never takes effect anywhere.
+const HEADER_EXPECTS: &str = "Herald-Expects";
 /// How long a write acknowledged by JetStream waits for the mirror to apply it.
 const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// Pause before re-creating a mirror consumer that failed.
 const FOLLOW_RETRY: Duration = Duration::from_millis(500);
 /// Room left in a NATS message for the headers next to the payload.
 const HEADER_ROOM_BYTES: usize = 512;
+
+/// What became of one message in the mirror: its positions, or why it was skipped.
+type Applied = Result<AppendOutcome, String>;
 
 /// What the mirror has done: the last JetStream sequence applied, or why it stopped.
 #[derive(Clone, Debug, Default)]
@@ -58,8 +66,9 @@ pub(crate) struct Remote {
     /// Unique per opened store: names this gateway's writes in [`HEADER_WRITE`].
     gateway: String,
     next_write: AtomicU64,
-    /// Writes published by this gateway and not yet applied, by their header value.
-    waiters: Mutex<HashMap<String, oneshot::Sender<AppendOutcome>>>,
+    /// Writes published by this gateway and not yet applied, by their header value:
+    /// told where the mirror put them, or why it skipped them.
+    waiters: Mutex<HashMap<String, oneshot::Sender<Applied>>>,
     state: watch::Sender<MirrorState>,
 }
 
@@ -189,6 +198,7 @@ impl Remote {
         let message = jetstream::message::PublishMessage::build()
             .payload(Bytes::from(payload))
             .expected_last_subject_sequence(last_sequence)
+            .header(HEADER_EXPECTS, last_sequence.to_string().as_str())
             .header(HEADER_WRITE, write.as_str());
         let acked = async {
             self.js
@@ -217,7 +227,19 @@ impl Remote {
             }
         };
         match tokio::time::timeout(APPLY_WAIT, applied).await {
-            Ok(Ok(outcome)) => Ok(Some(outcome)),
+            Ok(Ok(Ok(outcome))) => Ok(Some(outcome)),
+            // Stored, but skipped by every gateway (JetStream let it through though it lost
+            // the race): it took effect nowhere, so it is a lost race like any other.
+            Ok(Ok(Err(reason))) => {
+                tracing::warn!(
+                    stream,
+                    sequence = ack.sequence,
+                    %reason,
+                    "a write JetStream accepted was skipped by the mirror; re-checking"
+                );
+                self.catch_up().await?;
+                Ok(None)
+            }
             Ok(Err(_)) => Err(match &self.state.borrow().failed {
                 Some(reason) => EventStoreError::Poisoned(reason.clone()),
                 None => EventStoreError::Closed,
@@ -228,6 +250,11 @@ impl Remote {
                 ack.sequence
             ))),
         }
+    }
+
+    /// Fails the writes waiting for the mirror (the store is closing).
+    pub(crate) fn stop(&self) {
+        self.waiters.lock().clear();
     }
 
     /// Stops the mirror for good: later writes and waits fail with `reason`.
@@ -252,17 +279,21 @@ impl Remote {
         if sequence <= self.applied() {
             return Ok(()); // Delivered again after the consumer was re-created.
         }
-        let write = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_WRITE))
-            .map(|v| v.as_str().to_string());
-        match self.validate(store, &message.subject, &message.payload) {
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        let write = header(HEADER_WRITE);
+        let expects = header(HEADER_EXPECTS).and_then(|v| v.parse::<u64>().ok());
+        match self.validate(store, &message.subject, &message.payload, expects) {
             Ok(records) => {
                 let outcome = store.commit_batch(records, sequence).await?;
                 self.state.send_modify(|s| s.applied = sequence);
                 if let Some(sender) = write.and_then(|w| self.waiters.lock().remove(&w)) {
-                    let _ = sender.send(outcome);
+                    let _ = sender.send(Ok(outcome));
                 }
             }
             Err(reason) => {
@@ -288,6 +319,9 @@ impl Remote {
                         .insert(stream, sequence);
                 }
                 self.state.send_modify(|s| s.applied = sequence);
+                if let Some(sender) = write.and_then(|w| self.waiters.lock().remove(&w)) {
+                    let _ = sender.send(Err(reason));
+                }
             }
         }
         Ok(())
@@ -295,12 +329,14 @@ impl Remote {
 
     /// The records of a message if it is a write the store could have made at its
     /// current state: a well-formed batch of full records of one stream, on that
-    /// stream's subject, whose changes the index accepts.
+    /// stream's subject, made expecting the stream's current last subject sequence
+    /// (`expects`), whose changes the index accepts.
     fn validate(
         &self,
         store: &EventStore,
         subject: &str,
         payload: &Bytes,
+        expects: Option<u64>,
     ) -> Result<Vec<Record>, String> {
         let records = crate::batch::decode(payload)?;
         let mut changes = Vec::with_capacity(records.len());
@@ -319,9 +355,18 @@ impl Remote {
         if subject != self.subject(&stream) {
             return Err(format!("stream `{stream}` written on subject {subject}"));
         }
+        let (current, last_sequence) = {
+            let index = store.inner.index.read();
+            let last_sequence = index.last_sequences.get(&stream).copied().unwrap_or(0);
+            (index.streams.get(&stream).cloned(), last_sequence)
+        };
+        if expects != Some(last_sequence) {
+            return Err(format!(
+                "written expecting subject sequence {expects:?}, but the last is {last_sequence}"
+            ));
+        }
         // Dry run on a copy of the stream's state.
         let mut scratch = Index::default();
-        let current = store.inner.index.read().streams.get(&stream).cloned();
         scratch
             .streams
             .insert(stream.clone(), current.unwrap_or_default());

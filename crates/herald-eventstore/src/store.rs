@@ -1104,6 +1104,9 @@ impl EventStore {
     /// `Closed`; reads keep working.
     pub fn close(&self) -> Result<(), EventStoreError> {
         self.inner.follower.stop();
+        if let Some(remote) = &self.inner.remote {
+            remote.stop();
+        }
         self.inner.persistent.close();
         self.inner.log.close()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

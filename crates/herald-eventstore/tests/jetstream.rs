@@ -277,8 +277,12 @@ async fn an_invalid_message_is_skipped_by_every_gateway() {
         key: Some(bytes::Bytes::from_static(b"s")),
         value: value.into(),
     }]);
+    let mut headers = async_nats::HeaderMap::new();
+    // It expects the right subject sequence (the garbage is the last message on `s`)
+    // but a version out of sequence.
+    headers.insert("Herald-Expects", "2");
     client
-        .publish("herald.es.s", batch.into())
+        .publish_with_headers("herald.es.s", headers, batch.into())
         .await
         .expect("publish")
         .await
@@ -359,4 +363,92 @@ async fn an_append_larger_than_a_nats_message_is_refused_whole() {
         store.read_stream("big", 0, 10, Direction::Forwards),
         Err(EventStoreError::StreamNotFound { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_cluster_node_killed_under_load_loses_no_acknowledged_append() {
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let mut cluster = NatsServer::start_cluster(cluster_dir.path());
+    let urls: Vec<String> = cluster.iter().map(NatsServer::url).collect();
+    let mut config = JetStreamConfig::new(urls.join(","));
+    config.replicas = 3;
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut stores = Vec::new();
+    for dir in [dirs.0.path(), dirs.1.path()] {
+        let backend = JetStreamBackend::connect(config.clone())
+            .await
+            .expect("connect to the cluster");
+        stores.push(
+            EventStore::open_jetstream(dir, EventStoreConfig::default(), &backend)
+                .await
+                .expect("open on the cluster"),
+        );
+    }
+    // Two writers (one per gateway) append with `Any`, retrying refusals; only what was
+    // acknowledged counts.
+    let acked = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let writers: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(g, store)| {
+            let (store, acked) = (store.clone(), std::sync::Arc::clone(&acked));
+            tokio::spawn(async move {
+                let mut refused = 0u32;
+                for i in 0..150u32 {
+                    let stream = format!("acct-{}", i % 4);
+                    let id = format!("g{g}-{i}");
+                    loop {
+                        match store
+                            .append(&stream, ExpectedVersion::Any, vec![event(&id)])
+                            .await
+                        {
+                            Ok(written) => {
+                                acked.lock().push((
+                                    stream.clone(),
+                                    written.next_expected_version,
+                                    id,
+                                ));
+                                break;
+                            }
+                            Err(error) => {
+                                assert_eq!(error.http_status(), 503, "{error}");
+                                refused += 1;
+                                assert!(refused < 600, "refused for too long: {error}");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().len() < 60 {
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster[0].kill9();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let acked = acked.lock().clone();
+    assert_eq!(acked.len(), 300);
+    // Both mirrors converge on the same `$all`, holding every acknowledged append.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stores[0].end_position() != stores[1].end_position() {
+        assert!(tokio::time::Instant::now() < deadline, "mirrors diverge");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(all(&stores[0]), all(&stores[1]));
+    for (stream, version, id) in &acked {
+        let events = stores[1]
+            .read_stream(stream, *version, 1, Direction::Forwards)
+            .expect("read");
+        assert_eq!(
+            events.first().map(|e| e.event.id.as_str()),
+            Some(id.as_str()),
+            "{stream}@{version}"
+        );
+    }
+    drop(cluster);
 }
