@@ -550,6 +550,10 @@ impl Broker {
         let Some(shared) = &self.inner.jetstream else {
             return Ok(());
         };
+        if self.delayed_log().is_none() {
+            // Not created yet (this gateway is starting, or another one creates it).
+            return Ok(());
+        }
         let from = shared.delivery.lock().scanned;
         let scanned = self.schedule_delayed_from(from).await?;
         let mut d = shared.delivery.lock();
