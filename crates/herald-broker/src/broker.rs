@@ -768,6 +768,31 @@ impl Broker {
         Ok(deleted)
     }
 
+    // ---- names owned by one gateway ----
+
+    /// Claims `name` in `namespace` for this gateway among all gateways on one JetStream
+    /// (for what runs on one gateway only, such as a bus subscription): `None` when this
+    /// gateway holds it now (or already did), else the id of the gateway that does. Always
+    /// `None` on the embedded log.
+    pub async fn claim_name(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, BrokerError> {
+        match &self.inner.jetstream {
+            Some(shared) => shared.claims.claim(namespace, name).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Releases a name this gateway claimed (no-op on the embedded log).
+    pub async fn release_name(&self, namespace: &str, name: &str) -> Result<(), BrokerError> {
+        match &self.inner.jetstream {
+            Some(shared) => shared.claims.release(namespace, name).await,
+            None => Ok(()),
+        }
+    }
+
     // ---- delayed delivery ----
 
     /// Creates the delayed topic if needed; on the embedded log, schedules every

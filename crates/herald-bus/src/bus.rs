@@ -34,6 +34,8 @@ use crate::webhook::Deliverer;
 
 /// Most subscriptions one server holds.
 pub const SUBSCRIPTIONS_MAX: usize = 10_000;
+/// The namespace of subscription names claimed among gateways (JetStream storage).
+const SUBSCRIPTION_CLAIMS: &str = "subscriptions";
 /// How long shutdown waits for in-flight deliveries, in total.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most dead-letter records one list or redrive reads.
@@ -328,6 +330,30 @@ impl Bus {
                 format!("this server already has the maximum of {SUBSCRIPTIONS_MAX} subscriptions"),
             ));
         }
+        // On JetStream a subscription runs on one gateway: its name is claimed for all.
+        let broker = &self.inner.broker;
+        if let Some(gateway) = broker.claim_name(SUBSCRIPTION_CLAIMS, &spec.name).await? {
+            return Err(BusError::SubscriptionOnOtherGateway {
+                name: spec.name,
+                gateway,
+            });
+        }
+        let name = spec.name.clone();
+        let created = self.create_claimed(spec, pattern).await;
+        if created.is_err() {
+            if let Err(e) = broker.release_name(SUBSCRIPTION_CLAIMS, &name).await {
+                tracing::warn!(subscription = %name, error = %e, "could not release the name of a subscription that failed");
+            }
+        }
+        created
+    }
+
+    /// Creates a subscription whose name this gateway holds.
+    async fn create_claimed(
+        &self,
+        spec: SubscriptionSpec,
+        pattern: TopicPattern,
+    ) -> Result<Value, BusError> {
         if spec.target.has_queue() {
             ensure_topic(&self.inner.broker, &spec.dead_letter_topic()).await?;
         }
@@ -440,6 +466,10 @@ impl Bus {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.inner
+            .broker
+            .release_name(SUBSCRIPTION_CLAIMS, name)
+            .await?;
         tracing::info!(subscription = name, "subscription deleted");
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! a killed gateway loses nothing it acknowledged, a consumer group spread over two
 //! gateways splits the partitions and carries on when one gateway dies, delayed events are
 //! delivered by whichever gateway holds the delivery lease, a schema registered on one
-//! gateway is enforced by all; and Herald on a
+//! gateway is enforced by all, a bus subscription name belongs to one gateway; and Herald
+//! on a
 //! 3-node NATS cluster (replicas 3) loses no acknowledged event when a NATS node is killed
 //! under load.
 
@@ -603,4 +604,39 @@ fn a_schema_registered_on_one_gateway_is_enforced_by_every_gateway() {
             (latest.status == 200 && latest.body["version"] == 3).then_some(())
         });
     }
+}
+
+#[test]
+fn a_bus_subscription_runs_on_the_one_gateway_that_created_it() {
+    let nats = NatsServer::start_temp();
+    let one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+    a.create_topic("jobs", 1);
+    wait_topic_visible(&b, "jobs");
+    let queue = json!({"name": "workers", "topic": "jobs", "target": {"type": "queue"}});
+    a.post_json("/v1/subscriptions", &queue).expect_status(201);
+    // The name is taken for every gateway: a second queue over the same log cannot start.
+    let refused = b.post_json("/v1/subscriptions", &queue);
+    refused.expect_error(409, "subscription_exists");
+    assert!(refused.text.contains("on gateway"), "{}", refused.text);
+    // The owner serves it: events published through either gateway reach its queue.
+    b.publish("jobs", &[event("job-1")]);
+    let pulled = wait_for("the queued event", WAIT, || {
+        let reply = a
+            .post_json(
+                "/v1/subscriptions/workers/pull",
+                &json!({"max": 10, "wait_ms": 500}),
+            )
+            .expect_status(200);
+        let messages = reply.body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert_eq!(pulled[0]["event"]["id"], "job-1");
+    // Deleted on its gateway, the name is free for the other.
+    a.delete("/v1/subscriptions/workers").expect_status(204);
+    b.post_json("/v1/subscriptions", &queue).expect_status(201);
 }
