@@ -32,7 +32,7 @@ use crate::metadata::{self, TopicMeta};
 use crate::offsets::{CommittedOffsets, OffsetStore};
 use crate::record::EventRecord;
 use crate::schemas::SchemaStore;
-use crate::storage::{JetStreamBackend, PartitionStore, TopicChange};
+use crate::storage::{JetStreamBackend, PartitionStore, SharedDefinitions, TopicChange};
 
 mod shared;
 use crate::topic::Topic;
@@ -551,13 +551,37 @@ impl Broker {
     pub async fn publish_keyed(
         &self,
         topic_name: &str,
+        entries: Vec<(Option<Bytes>, CloudEvent)>,
+        forced_partition: Option<u32>,
+    ) -> Result<Vec<PublishReceipt>, BrokerError> {
+        self.publish_keyed_with_ids(topic_name, entries, forced_partition, None)
+            .await
+    }
+
+    /// [`Broker::publish_keyed`] where, on JetStream, `store_ids[i]` (one per event) is
+    /// the id the stream deduplicates event `i` by across gateways (e.g. a copy's source
+    /// position), instead of its `source`+`id`. The embedded log ignores them.
+    pub async fn publish_keyed_with_ids(
+        &self,
+        topic_name: &str,
         mut entries: Vec<(Option<Bytes>, CloudEvent)>,
         forced_partition: Option<u32>,
+        store_ids: Option<Vec<String>>,
     ) -> Result<Vec<PublishReceipt>, BrokerError> {
         self.check_running()?;
         let topic = self.topic(topic_name)?;
         if entries.is_empty() {
             return Err(herald_core::ValidationError::new("body", "no events to publish").into());
+        }
+        if store_ids
+            .as_ref()
+            .is_some_and(|ids| ids.len() != entries.len())
+        {
+            return Err(herald_core::ValidationError::new(
+                "body",
+                "one store id per event is needed",
+            )
+            .into());
         }
         if let Some(p) = forced_partition {
             topic.partition(p)?;
@@ -626,8 +650,13 @@ impl Broker {
                 key: key.take(),
                 value: Bytes::from(value),
             });
-            if let Some(id) = dedup_id {
-                entry.2.push(format!("{id:032x}"));
+            match store_ids.as_ref().filter(|_| jetstream) {
+                Some(ids) => entry.2.extend(ids.get(index).cloned()),
+                None => {
+                    if let Some(id) = dedup_id {
+                        entry.2.push(format!("{id:032x}"));
+                    }
+                }
             }
         }
         let appends = batches
@@ -768,28 +797,19 @@ impl Broker {
         Ok(deleted)
     }
 
-    // ---- names owned by one gateway ----
+    // ---- definitions shared by every gateway ----
 
-    /// Claims `name` in `namespace` for this gateway among all gateways on one JetStream
-    /// (for what runs on one gateway only, such as a bus subscription): `None` when this
-    /// gateway holds it now (or already did), else the id of the gateway that does. Always
-    /// `None` on the embedded log.
-    pub async fn claim_name(
+    /// The definitions of `namespace` every gateway on this JetStream shares (bus
+    /// subscriptions); `None` on the embedded log.
+    pub async fn shared_definitions(
         &self,
         namespace: &str,
-        name: &str,
-    ) -> Result<Option<String>, BrokerError> {
+    ) -> Result<Option<SharedDefinitions>, BrokerError> {
         match &self.inner.jetstream {
-            Some(shared) => shared.claims.claim(namespace, name).await,
+            Some(shared) => Ok(Some(
+                SharedDefinitions::open(&shared.backend, namespace).await?,
+            )),
             None => Ok(None),
-        }
-    }
-
-    /// Releases a name this gateway claimed (no-op on the embedded log).
-    pub async fn release_name(&self, namespace: &str, name: &str) -> Result<(), BrokerError> {
-        match &self.inner.jetstream {
-            Some(shared) => shared.claims.release(namespace, name).await,
-            None => Ok(()),
         }
     }
 

@@ -5,8 +5,14 @@
 //! (supervisor: topology changes and checkpoints; per queue: maintenance; per webhook
 //! subscription: the deliverer).
 //!
-//! Lock order: `admin` (async, serializes create/delete) before the dispatcher's
-//! `gate` (async) before `subscriptions` (sync, leaf; never held across `.await`).
+//! On JetStream storage the definitions are shared by every gateway (KV, see
+//! [`SharedDefinitions`]): each gateway follows them, runs every subscription and
+//! dispatches every event; queue copies are deduplicated by JetStream (one store id per
+//! source position) and queue leases are JetStream's, so any gateway serves any queue.
+//!
+//! Lock order: `admin` (async, serializes create/delete and applying followed changes)
+//! before the dispatcher's `gate` (async) before `subscriptions` (sync, leaf; never held
+//! across `.await`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -14,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use herald_broker::storage::{DefinitionChange, SharedDefinitions};
 use herald_broker::{Broker, BrokerError, EventRecord, SeekPosition};
 use herald_core::{CloudEvent, ExtensionValue};
 use parking_lot::{Mutex, RwLock};
@@ -34,8 +42,10 @@ use crate::webhook::Deliverer;
 
 /// Most subscriptions one server holds.
 pub const SUBSCRIPTIONS_MAX: usize = 10_000;
-/// The namespace of subscription names claimed among gateways (JetStream storage).
-const SUBSCRIPTION_CLAIMS: &str = "subscriptions";
+/// The namespace of subscription definitions shared among gateways (JetStream storage).
+const SUBSCRIPTION_DEFINITIONS: &str = "subscriptions";
+/// Pause before following shared definitions again after the watch ended.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for in-flight deliveries, in total.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Most dead-letter records one list or redrive reads.
@@ -100,6 +110,26 @@ struct Inner {
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     http: reqwest::Client,
+    /// JetStream storage: the definitions every gateway shares.
+    definitions: Option<SharedDefinitions>,
+}
+
+/// A shared definition's record; `None` (logged) if it does not parse.
+fn parse_definition(name: &str, bytes: &[u8]) -> Option<SubscriptionRecord> {
+    match serde_json::from_slice::<SubscriptionRecord>(bytes) {
+        Ok(record) if record.spec.name == name => Some(record),
+        Ok(_) => {
+            tracing::warn!(
+                subscription = name,
+                "skipping a shared definition stored under another name"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(subscription = name, error = %e, "skipping a shared definition that does not parse");
+            None
+        }
+    }
 }
 
 /// The highest source offset per partition found in a queue log from `from` on.
@@ -129,20 +159,41 @@ impl Bus {
     pub async fn open(broker: Broker, config: BusConfig) -> Result<Bus, BusError> {
         let data_dir = config.data_dir.clone();
         let redirects = redirect_policy(config.webhook_hosts.clone());
-        let (records, checkpoint) = tokio::task::spawn_blocking(move || {
-            Ok::<_, BusError>((store::load_all(&data_dir)?, load_checkpoint(&data_dir)?))
+        let definitions = broker.shared_definitions(SUBSCRIPTION_DEFINITIONS).await?;
+        let shared = definitions.is_some();
+        let (local_records, checkpoint) = tokio::task::spawn_blocking(move || {
+            let records = if shared {
+                Vec::new()
+            } else {
+                store::load_all(&data_dir)?
+            };
+            Ok::<_, BusError>((records, load_checkpoint(&data_dir)?))
         })
         .await
         .map_err(|e| BusError::io(&config.data_dir, std::io::Error::other(e)))??;
+        let (records, revision) = match &definitions {
+            Some(definitions) => {
+                let (loaded, revision) = definitions.load().await?;
+                let records = loaded
+                    .into_iter()
+                    .filter_map(|(name, bytes)| parse_definition(&name, &bytes))
+                    .collect();
+                (records, revision)
+            }
+            None => (local_records, 0),
+        };
         // Queue topics without a subscription are leftovers of an interrupted delete.
         for meta in broker.list_topics() {
             if let Some(name) = meta.name.strip_prefix(QUEUE_TOPIC_PREFIX) {
                 let owned = records
                     .iter()
-                    .any(|r| r.spec.name == name && r.spec.target.has_queue());
+                    .any(|r: &SubscriptionRecord| r.spec.name == name && r.spec.target.has_queue());
                 if !owned {
                     tracing::warn!(topic = %meta.name, "deleting the queue topic of a deleted subscription");
-                    broker.delete_topic(&meta.name).await?;
+                    match broker.delete_topic(&meta.name).await {
+                        Ok(()) | Err(BrokerError::TopicNotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -168,6 +219,7 @@ impl Bus {
                     .map_err(|e| {
                         BusError::io(std::path::Path::new("http"), std::io::Error::other(e))
                     })?,
+                definitions,
             }),
         };
         let count = records.len();
@@ -182,6 +234,10 @@ impl Bus {
         bus.inner.dispatcher.reconcile();
         let supervisor = tokio::spawn(bus.clone().supervise());
         bus.inner.tasks.lock().push(supervisor);
+        if bus.inner.definitions.is_some() {
+            let follower = tokio::spawn(bus.clone().follow_definitions(revision));
+            bus.inner.tasks.lock().push(follower);
+        }
         tracing::info!(subscriptions = count, "event bus started");
         Ok(bus)
     }
@@ -216,11 +272,15 @@ impl Bus {
                     visibility_timeout_ms: spec.visibility_timeout_ms,
                     max_deliveries: spec.max_deliveries,
                     tracked_max: spec.max_tracked_messages,
+                    one_at_a_time: matches!(&spec.target, Target::Webhook(w) if w.ordered_by_key),
                 },
                 store::state_dir(&self.inner.config.data_dir, &spec.name),
             )
             .await?;
-            if let Some(checkpoint) = checkpoint {
+            if self.inner.definitions.is_some() && checkpoint.is_none() {
+                // Other gateways may have copied into it already (JetStream storage).
+                last_copied = scan_copied(&queue, 0).await?;
+            } else if let Some(checkpoint) = checkpoint {
                 let from = checkpoint
                     .queues
                     .iter()
@@ -330,30 +390,6 @@ impl Bus {
                 format!("this server already has the maximum of {SUBSCRIPTIONS_MAX} subscriptions"),
             ));
         }
-        // On JetStream a subscription runs on one gateway: its name is claimed for all.
-        let broker = &self.inner.broker;
-        if let Some(gateway) = broker.claim_name(SUBSCRIPTION_CLAIMS, &spec.name).await? {
-            return Err(BusError::SubscriptionOnOtherGateway {
-                name: spec.name,
-                gateway,
-            });
-        }
-        let name = spec.name.clone();
-        let created = self.create_claimed(spec, pattern).await;
-        if created.is_err() {
-            if let Err(e) = broker.release_name(SUBSCRIPTION_CLAIMS, &name).await {
-                tracing::warn!(subscription = %name, error = %e, "could not release the name of a subscription that failed");
-            }
-        }
-        created
-    }
-
-    /// Creates a subscription whose name this gateway holds.
-    async fn create_claimed(
-        &self,
-        spec: SubscriptionSpec,
-        pattern: TopicPattern,
-    ) -> Result<Value, BusError> {
         if spec.target.has_queue() {
             ensure_topic(&self.inner.broker, &spec.dead_letter_topic()).await?;
         }
@@ -387,18 +423,43 @@ impl Bus {
             created_at_ms: now_ms(),
             start,
         };
-        let sub = self.activate(record.clone(), None).await?;
-        let data_dir = self.inner.config.data_dir.clone();
-        let stored = tokio::task::spawn_blocking(move || store::store(&data_dir, &record))
-            .await
-            .map_err(|e| BusError::io(&self.inner.config.data_dir, std::io::Error::other(e)));
-        if let Err(e) = stored.and_then(|r| r) {
-            sub.stop.send_replace(true);
-            if let Some(queue) = &sub.queue {
-                let _ = self.inner.broker.delete_topic(&queue.config().topic).await;
+        let sub = match &self.inner.definitions {
+            Some(definitions) => {
+                // Shared: the definition is created first (atomically, for every gateway).
+                let bytes = serde_json::to_vec(&record).map_err(|e| {
+                    BusError::io(std::path::Path::new(&name), std::io::Error::other(e))
+                })?;
+                if !definitions.create(&name, Bytes::from(bytes)).await? {
+                    return Err(BusError::SubscriptionExists(name));
+                }
+                match self.activate(record, None).await {
+                    Ok(sub) => sub,
+                    Err(e) => {
+                        if let Err(e) = definitions.remove(&name).await {
+                            tracing::warn!(subscription = %name, error = %e, "could not remove the definition of a subscription that failed");
+                        }
+                        return Err(e);
+                    }
+                }
             }
-            return Err(e);
-        }
+            None => {
+                let sub = self.activate(record.clone(), None).await?;
+                let data_dir = self.inner.config.data_dir.clone();
+                let stored = tokio::task::spawn_blocking(move || store::store(&data_dir, &record))
+                    .await
+                    .map_err(|e| {
+                        BusError::io(&self.inner.config.data_dir, std::io::Error::other(e))
+                    });
+                if let Err(e) = stored.and_then(|r| r) {
+                    sub.stop.send_replace(true);
+                    if let Some(queue) = &sub.queue {
+                        let _ = self.inner.broker.delete_topic(&queue.config().topic).await;
+                    }
+                    return Err(e);
+                }
+                sub
+            }
+        };
         self.inner
             .subscriptions
             .write()
@@ -432,6 +493,25 @@ impl Bus {
     /// Deletes a subscription, its queue and queue state (its dead-letter topic stays).
     pub async fn delete_subscription(&self, name: &str) -> Result<(), BusError> {
         let _admin = self.inner.admin.lock().await;
+        if let Some(definitions) = &self.inner.definitions {
+            // Shared: removed for every gateway first (each stops its copy).
+            self.get(name)?;
+            definitions.remove(name).await?;
+        }
+        let sub = self.deactivate(name).await?;
+        if let Some(queue) = &sub.queue {
+            match self.inner.broker.delete_topic(&queue.config().topic).await {
+                Ok(()) | Err(BrokerError::TopicNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::info!(subscription = name, "subscription deleted");
+        Ok(())
+    }
+
+    /// Stops and forgets a subscription here (its definition file and queue state go with
+    /// it; its queue topic stays, for the caller).
+    async fn deactivate(&self, name: &str) -> Result<Arc<Subscription>, BusError> {
         let sub = {
             let gate = Arc::clone(&self.inner.dispatcher);
             let _gate = gate.gate.write().await;
@@ -460,18 +540,121 @@ impl Bus {
         })
         .await
         .map_err(|e| BusError::io(&self.inner.config.data_dir, std::io::Error::other(e)))??;
-        if let Some(queue) = &sub.queue {
-            match self.inner.broker.delete_topic(&queue.config().topic).await {
-                Ok(()) | Err(BrokerError::TopicNotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+        Ok(sub)
+    }
+
+    /// JetStream storage: applies the definitions other gateways create and delete,
+    /// until shutdown. After the watch ends, reloads everything and reconciles.
+    async fn follow_definitions(self, mut revision: u64) {
+        let Some(definitions) = self.inner.definitions.clone() else {
+            return;
+        };
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            match definitions.watch(revision).await {
+                Ok(changes) => {
+                    tokio::pin!(changes);
+                    loop {
+                        let change = tokio::select! {
+                            _ = stop.wait_for(|s| *s) => return,
+                            change = changes.next() => change,
+                        };
+                        let Some(change) = change else { break };
+                        self.apply_definition(change).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "following shared subscriptions failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(FOLLOW_RETRY) => {}
+            }
+            // Catch up with whatever the watch missed.
+            match definitions.load().await {
+                Ok((loaded, now)) => {
+                    revision = now;
+                    let names: Vec<String> = loaded.iter().map(|(n, _)| n.clone()).collect();
+                    for (name, value) in loaded {
+                        self.apply_definition(DefinitionChange {
+                            name,
+                            value: Some(value),
+                        })
+                        .await;
+                    }
+                    let gone: Vec<String> = self
+                        .inner
+                        .subscriptions
+                        .read()
+                        .keys()
+                        .filter(|n| !names.contains(n))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        self.apply_definition(DefinitionChange { name, value: None })
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reloading shared subscriptions failed"),
             }
         }
-        self.inner
-            .broker
-            .release_name(SUBSCRIPTION_CLAIMS, name)
-            .await?;
-        tracing::info!(subscription = name, "subscription deleted");
-        Ok(())
+    }
+
+    /// Starts a subscription another gateway created, or stops one it deleted.
+    async fn apply_definition(&self, change: DefinitionChange) {
+        let _admin = self.inner.admin.lock().await;
+        let known = self.inner.subscriptions.read().get(&change.name).cloned();
+        match (change.value, known) {
+            (Some(bytes), None) => {
+                let Some(record) = parse_definition(&change.name, &bytes) else {
+                    return;
+                };
+                let gate = Arc::clone(&self.inner.dispatcher);
+                let _gate = gate.gate.write().await;
+                match self.activate(record, None).await {
+                    Ok(sub) => {
+                        self.inner
+                            .subscriptions
+                            .write()
+                            .insert(change.name.clone(), sub);
+                        self.inner.dispatcher.rebuild(&self.subscription_list());
+                        tracing::info!(subscription = %change.name, "subscription created by another gateway started here");
+                    }
+                    Err(e) => {
+                        tracing::warn!(subscription = %change.name, error = %e, "starting a subscription created by another gateway failed")
+                    }
+                }
+            }
+            (Some(bytes), Some(sub)) => {
+                // The same name re-created elsewhere after a delete this gateway missed.
+                let same = parse_definition(&change.name, &bytes)
+                    .is_some_and(|r| r.created_at_ms == sub.record.created_at_ms);
+                if !same {
+                    tracing::warn!(subscription = %change.name, "a subscription was replaced on another gateway; restarting it here");
+                    if let Err(e) = self.deactivate(&change.name).await {
+                        tracing::warn!(subscription = %change.name, error = %e, "stopping the replaced subscription failed");
+                    }
+                    drop(_admin);
+                    Box::pin(self.apply_definition(DefinitionChange {
+                        name: change.name,
+                        value: Some(bytes),
+                    }))
+                    .await;
+                    return;
+                }
+            }
+            (None, Some(_)) => match self.deactivate(&change.name).await {
+                Ok(_) => {
+                    tracing::info!(subscription = %change.name, "subscription deleted by another gateway stopped here")
+                }
+                Err(e) => {
+                    tracing::warn!(subscription = %change.name, error = %e, "stopping a subscription deleted by another gateway failed")
+                }
+            },
+            (None, None) => {}
+        }
+        self.inner.dispatcher.reconcile();
     }
 
     // ---- queues ----

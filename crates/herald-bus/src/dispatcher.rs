@@ -287,7 +287,7 @@ impl Dispatcher {
             };
             for sub in routes.route(&record.event) {
                 if sub.should_copy(topic, created_at_ms, partition, record.offset) {
-                    plan.add(&sub, &record);
+                    plan.add(&sub, &record, created_at_ms);
                 }
             }
         }
@@ -315,6 +315,7 @@ impl Dispatcher {
                 &batch.destination,
                 batch.entries,
                 batch.forced_partition,
+                batch.store_ids,
             )
             .await;
             match result {
@@ -438,6 +439,8 @@ struct Batch {
     forced_partition: Option<u32>,
     entries: Vec<(Option<Bytes>, CloudEvent)>,
     offsets: Vec<u64>,
+    /// Queue copies: one store id per entry (see [`Plan::add`]).
+    store_ids: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -447,7 +450,10 @@ struct Plan {
 }
 
 impl Plan {
-    fn add(&mut self, sub: &Arc<Subscription>, record: &EventRecord) {
+    /// Plans `record` (of a topic created at `created_at_ms`) for `sub`. A queued copy's
+    /// store id is the topic's creation time and the copy's key: on JetStream every
+    /// gateway dispatches, and the queue's stream keeps the first copy of each.
+    fn add(&mut self, sub: &Arc<Subscription>, record: &EventRecord, created_at_ms: i64) {
         let (destination, forced_partition, key) = match sub.target() {
             Target::Queue | Target::Webhook(_) => {
                 let Some(queue) = &sub.queue else { return };
@@ -490,7 +496,11 @@ impl Plan {
                 forced_partition,
                 entries: Vec::new(),
                 offsets: Vec::new(),
+                store_ids: forced_partition.map(|_| Vec::new()),
             });
+        if let (Some(ids), Some(key)) = (&mut batch.store_ids, &key) {
+            ids.push(format!("{created_at_ms}/{}", String::from_utf8_lossy(key)));
+        }
         batch.entries.push((key, record.event.clone()));
         batch.offsets.push(record.offset);
     }
@@ -502,11 +512,12 @@ async fn append_with_retry(
     topic: &str,
     entries: Vec<(Option<Bytes>, CloudEvent)>,
     forced_partition: Option<u32>,
+    store_ids: Option<Vec<String>>,
 ) -> Result<(), BrokerError> {
     let mut delay = Duration::from_millis(5);
     loop {
         match broker
-            .publish_keyed(topic, entries.clone(), forced_partition)
+            .publish_keyed_with_ids(topic, entries.clone(), forced_partition, store_ids.clone())
             .await
         {
             Ok(_) => return Ok(()),

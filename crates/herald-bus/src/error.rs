@@ -15,9 +15,6 @@ pub enum BusError {
     SubscriptionNotFound(String),
     #[error("subscription `{0}` already exists")]
     SubscriptionExists(String),
-    /// On JetStream storage: the name is held by another gateway, which runs it.
-    #[error("subscription `{name}` already exists on gateway {gateway} (subscriptions run on the gateway that created them)")]
-    SubscriptionOnOtherGateway { name: String, gateway: String },
     /// The operation needs another target kind (e.g. pull on a webhook subscription).
     #[error("subscription `{name}` has target `{target}`; this operation needs {needs}")]
     WrongTarget {
@@ -56,9 +53,7 @@ impl BusError {
         match self {
             BusError::Invalid(_) => "invalid_argument",
             BusError::SubscriptionNotFound(_) => "subscription_not_found",
-            BusError::SubscriptionExists(_) | BusError::SubscriptionOnOtherGateway { .. } => {
-                "subscription_exists"
-            }
+            BusError::SubscriptionExists(_) => "subscription_exists",
             BusError::WrongTarget { .. } => "wrong_target",
             BusError::Broker(e) => e.code(),
             BusError::Storage(LogError::Backpressure) => "backpressure",
@@ -72,9 +67,7 @@ impl BusError {
         match self {
             BusError::Invalid(_) => 400,
             BusError::SubscriptionNotFound(_) => 404,
-            BusError::SubscriptionExists(_)
-            | BusError::SubscriptionOnOtherGateway { .. }
-            | BusError::WrongTarget { .. } => 409,
+            BusError::SubscriptionExists(_) | BusError::WrongTarget { .. } => 409,
             BusError::Broker(e) => e.http_status(),
             BusError::Storage(LogError::Backpressure) => 429,
             BusError::Storage(LogError::Closed) | BusError::ShuttingDown => 503,

@@ -78,7 +78,11 @@ pub fn remove(data_dir: &Path, name: &str) -> Result<(), BusError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(BusError::io(&path, e)),
     }
-    herald_broker::metadata::sync_dir(&subscriptions_dir(data_dir))?;
+    let dir = subscriptions_dir(data_dir);
+    // JetStream storage keeps definitions in KV: there may be no directory.
+    if dir.exists() {
+        herald_broker::metadata::sync_dir(&dir)?;
+    }
     let state = state_dir(data_dir, name);
     if state.exists() {
         std::fs::remove_dir_all(&state).map_err(|e| BusError::io(&state, e))?;

@@ -200,6 +200,21 @@ impl Remote {
             .expected_last_subject_sequence(last_sequence)
             .header(HEADER_EXPECTS, last_sequence.to_string().as_str())
             .header(HEADER_WRITE, write.as_str());
+        match self.send(stream, message, records, max).await? {
+            Some(sequence) => self.await_applied(stream, sequence, applied).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Publishes a write; its JetStream sequence, or `None` when JetStream refused it for
+    /// losing the race (the mirror has caught up since).
+    async fn send(
+        &self,
+        stream: &str,
+        message: jetstream::message::PublishMessage,
+        records: &[Record],
+        max_payload: usize,
+    ) -> Result<Option<u64>, EventStoreError> {
         let acked = async {
             self.js
                 .send_publish(self.subject(stream), message)
@@ -207,25 +222,32 @@ impl Remote {
                 .await
         }
         .await;
-        let ack = match acked {
-            Ok(ack) => ack,
+        match acked {
+            Ok(ack) => Ok(Some(ack.sequence)),
             Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                 self.catch_up().await?;
-                return Ok(None);
+                Ok(None)
             }
             Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                return Err(EventStoreError::AppendTooLarge {
+                Err(EventStoreError::AppendTooLarge {
                     size: records.iter().map(|r| r.value.len() as u64).sum(),
-                    max: max as u64,
+                    max: max_payload as u64,
                 })
             }
-            Err(error) => {
-                return Err(unavailable(
-                    format_args!("writing stream `{stream}` (outcome unknown)"),
-                    error,
-                ))
-            }
-        };
+            Err(error) => Err(unavailable(
+                format_args!("writing stream `{stream}` (outcome unknown)"),
+                error,
+            )),
+        }
+    }
+
+    /// Waits for the mirror to apply this gateway's write stored at `sequence`.
+    async fn await_applied(
+        &self,
+        stream: &str,
+        sequence: u64,
+        applied: oneshot::Receiver<Applied>,
+    ) -> Result<Option<AppendOutcome>, EventStoreError> {
         match tokio::time::timeout(APPLY_WAIT, applied).await {
             Ok(Ok(Ok(outcome))) => Ok(Some(outcome)),
             // Stored, but skipped by every gateway (JetStream let it through though it lost
@@ -233,7 +255,7 @@ impl Remote {
             Ok(Ok(Err(reason))) => {
                 tracing::warn!(
                     stream,
-                    sequence = ack.sequence,
+                    sequence,
                     %reason,
                     "a write JetStream accepted was skipped by the mirror; re-checking"
                 );
@@ -245,9 +267,8 @@ impl Remote {
                 None => EventStoreError::Closed,
             }),
             Err(_) => Err(EventStoreError::Unavailable(format!(
-                "the write is stored in JetStream (sequence {}) but this gateway's mirror \
-                 has not applied it within {APPLY_WAIT:?}",
-                ack.sequence
+                "the write is stored in JetStream (sequence {sequence}) but this gateway's \
+                 mirror has not applied it within {APPLY_WAIT:?}"
             ))),
         }
     }

@@ -452,3 +452,63 @@ async fn a_nats_cluster_node_killed_under_load_loses_no_acknowledged_append() {
     }
     drop(cluster);
 }
+
+/// Figures for the report (not a pass/fail test): `cargo test -p herald-eventstore --test
+/// jetstream -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_append_latency_throughput_and_rebuild() {
+    let nats = NatsServer::start_temp();
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = EventStore::open(local_dir.path(), EventStoreConfig::default()).expect("open");
+    let js_dir = tempfile::tempdir().unwrap();
+    let js = open(&nats, js_dir.path()).await;
+    for (name, store) in [("embedded", &local), ("jetstream", &js)] {
+        let count = 500u32;
+        let started = std::time::Instant::now();
+        for i in 0..count {
+            store
+                .append("lat", ExpectedVersion::Any, vec![event(&format!("l{i}"))])
+                .await
+                .expect("append");
+        }
+        let per_append_us = started.elapsed().as_micros() / u128::from(count);
+        let writers = 16u32;
+        let per_writer = 250u32;
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_writer {
+                        store
+                            .append(
+                                &format!("tp-{w}"),
+                                ExpectedVersion::Any,
+                                vec![event(&format!("t{w}-{i}"))],
+                            )
+                            .await
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("writer");
+        }
+        let rate = f64::from(writers * per_writer) / started.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: sequential append {per_append_us} us; {writers} concurrent writers \
+             {rate:.0} appends/s"
+        );
+    }
+    let events = js.end_position();
+    let started = std::time::Instant::now();
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = open(&nats, fresh_dir.path()).await;
+    assert_eq!(fresh.end_position(), events);
+    eprintln!(
+        "jetstream: mirror rebuilt at open: {events} appends in {} ms",
+        started.elapsed().as_millis()
+    );
+}

@@ -3,9 +3,8 @@
 //! a killed gateway loses nothing it acknowledged, a consumer group spread over two
 //! gateways splits the partitions and carries on when one gateway dies, delayed events are
 //! delivered by whichever gateway holds the delivery lease, a schema registered on one
-//! gateway is enforced by all, a bus subscription name belongs to one gateway; and Herald
-//! on a
-//! 3-node NATS cluster (replicas 3) loses no acknowledged event when a NATS node is killed
+//! gateway is enforced by all, bus subscriptions are shared (any gateway serves a queue,
+//! a leased message outlives its gateway); and Herald on a 3-node NATS cluster (replicas 3) loses no acknowledged event when a NATS node is killed
 //! under load.
 
 mod common;
@@ -606,37 +605,146 @@ fn a_schema_registered_on_one_gateway_is_enforced_by_every_gateway() {
     }
 }
 
+fn pull(api: &Api, subscription: &str, max: u32, wait_ms: u64) -> Vec<Value> {
+    let reply = api
+        .post_json(
+            &format!("/v1/subscriptions/{subscription}/pull"),
+            &json!({"max": max, "wait_ms": wait_ms}),
+        )
+        .expect_status(200);
+    reply.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn ack(api: &Api, subscription: &str, messages: &[Value]) {
+    let receipts: Vec<&Value> = messages.iter().map(|m| &m["receipt"]).collect();
+    let reply = api
+        .post_json(
+            &format!("/v1/subscriptions/{subscription}/ack"),
+            &json!({ "receipts": receipts }),
+        )
+        .expect_status(200);
+    for result in reply.body["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        assert_eq!(result["outcome"], "acked", "{}", reply.text);
+    }
+}
+
 #[test]
-fn a_bus_subscription_runs_on_the_one_gateway_that_created_it() {
+fn a_queue_subscription_is_served_by_every_gateway_and_outlives_one() {
+    let nats = NatsServer::start_temp();
+    let mut one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    let (a, b) = (one.api(), two.api());
+    a.create_topic("jobs", 2);
+    wait_topic_visible(&b, "jobs");
+    let queue = json!({"name": "workers", "topic": "jobs", "target": {"type": "queue"},
+        "visibility_timeout_ms": 2000, "max_deliveries": 5});
+    a.post_json("/v1/subscriptions", &queue).expect_status(201);
+    wait_for("the subscription on gateway two", WAIT, || {
+        (b.get("/v1/subscriptions/workers").status == 200).then_some(())
+    });
+    // One definition for every gateway: the name is taken everywhere.
+    b.post_json("/v1/subscriptions", &queue)
+        .expect_error(409, "subscription_exists");
+    // Events published through either gateway are queued once, though both dispatch;
+    // pulls through both gateways split them, and acks go through the other gateway.
+    let mut expected = BTreeSet::new();
+    for i in 0..40 {
+        let id = format!("job-{i}");
+        let via = if i % 2 == 0 { &a } else { &b };
+        via.publish("jobs", &[event(&id)]);
+        expected.insert(id);
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut pulled_via = [0usize; 2];
+    wait_for("every job pulled", WAIT, || {
+        for (index, (puller, acker)) in [(&a, &b), (&b, &a)].into_iter().enumerate() {
+            let messages = pull(puller, "workers", 7, 200);
+            pulled_via[index] += messages.len();
+            seen.extend(
+                messages
+                    .iter()
+                    .map(|m| m["event"]["id"].as_str().unwrap().to_string()),
+            );
+            if !messages.is_empty() {
+                ack(acker, "workers", &messages);
+            }
+        }
+        (seen.len() >= expected.len()).then_some(())
+    });
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique, expected, "every job, nothing else");
+    assert_eq!(seen.len(), expected.len(), "no job twice: {seen:?}");
+    assert!(
+        pulled_via.iter().all(|n| *n > 0),
+        "both gateways served pulls: {pulled_via:?}"
+    );
+    // A message leased through gateway one when it dies is handed out again by gateway
+    // two once its visibility timeout passes; gateway two keeps queueing new events.
+    a.publish("jobs", &[event("held")]);
+    let held = wait_for("the held job", WAIT, || {
+        let messages = pull(&a, "workers", 1, 500);
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert_eq!(held[0]["event"]["id"], "held");
+    one.kill9();
+    for i in 0..10 {
+        b.publish("jobs", &[event(&format!("after-{i}"))]);
+    }
+    let mut after: Vec<(String, u64)> = Vec::new();
+    wait_for("the jobs after gateway one died", WAIT, || {
+        let messages = pull(&b, "workers", 20, 500);
+        after.extend(messages.iter().map(|m| {
+            (
+                m["event"]["id"].as_str().unwrap().to_string(),
+                m["delivery_count"].as_u64().unwrap(),
+            )
+        }));
+        if !messages.is_empty() {
+            ack(&b, "workers", &messages);
+        }
+        (after.len() >= 11).then_some(())
+    });
+    let ids: BTreeSet<&str> = after.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 11, "{after:?}");
+    assert!(ids.contains("held"), "{after:?}");
+    let held_count = after.iter().find(|(id, _)| id == "held").map(|(_, c)| *c);
+    assert_eq!(held_count, Some(2), "delivered a second time: {after:?}");
+    // Deleted through the surviving gateway, the name is free again.
+    b.delete("/v1/subscriptions/workers").expect_status(204);
+    b.post_json("/v1/subscriptions", &queue).expect_status(201);
+}
+
+#[test]
+fn subscriptions_created_or_deleted_on_one_gateway_change_on_every_gateway() {
     let nats = NatsServer::start_temp();
     let one = gateway(&nats.url(), &[]);
     let two = gateway(&nats.url(), &[]);
     let (a, b) = (one.api(), two.api());
-    a.create_topic("jobs", 1);
-    wait_topic_visible(&b, "jobs");
-    let queue = json!({"name": "workers", "topic": "jobs", "target": {"type": "queue"}});
-    a.post_json("/v1/subscriptions", &queue).expect_status(201);
-    // The name is taken for every gateway: a second queue over the same log cannot start.
-    let refused = b.post_json("/v1/subscriptions", &queue);
-    refused.expect_error(409, "subscription_exists");
-    assert!(refused.text.contains("on gateway"), "{}", refused.text);
-    // The owner serves it: events published through either gateway reach its queue.
-    b.publish("jobs", &[event("job-1")]);
-    let pulled = wait_for("the queued event", WAIT, || {
-        let reply = a
-            .post_json(
-                "/v1/subscriptions/workers/pull",
-                &json!({"max": 10, "wait_ms": 500}),
-            )
-            .expect_status(200);
-        let messages = reply.body["messages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        (!messages.is_empty()).then_some(messages)
+    a.create_topic("orders", 1);
+    wait_topic_visible(&b, "orders");
+    let forward = json!({"name": "audit", "topic": "orders", "target": {"type": "queue"}});
+    b.post_json("/v1/subscriptions", &forward)
+        .expect_status(201);
+    wait_for("audit on gateway one", WAIT, || {
+        (a.get("/v1/subscriptions/audit").status == 200).then_some(())
     });
-    assert_eq!(pulled[0]["event"]["id"], "job-1");
-    // Deleted on its gateway, the name is free for the other.
-    a.delete("/v1/subscriptions/workers").expect_status(204);
-    b.post_json("/v1/subscriptions", &queue).expect_status(201);
+    a.delete("/v1/subscriptions/audit").expect_status(204);
+    wait_for("audit gone from gateway two", WAIT, || {
+        (b.get("/v1/subscriptions/audit").status == 404).then_some(())
+    });
+    // A gateway started later finds the subscriptions that exist.
+    b.post_json("/v1/subscriptions", &forward)
+        .expect_status(201);
+    let three = gateway(&nats.url(), &[]);
+    three
+        .api()
+        .get("/v1/subscriptions/audit")
+        .expect_status(200);
 }

@@ -21,7 +21,7 @@ use crate::metadata::TopicMeta;
 use crate::offsets::CommittedOffsets;
 use crate::storage::{
     DelayedRegistry, JetStreamBackend, MemberAnnouncement, MemberChange, MemberRegistry,
-    NameClaims, OffsetRegistry, OffsetsChange, SharedSchemas, TopicRegistry,
+    OffsetRegistry, OffsetsChange, SharedSchemas, TopicRegistry,
 };
 
 /// How often the heartbeat task looks for members due a re-announcement.
@@ -62,7 +62,6 @@ pub(super) struct Shared {
     delayed: DelayedRegistry,
     delivery: parking_lot::Mutex<Delivery>,
     pub schemas: SharedSchemas,
-    pub claims: NameClaims,
 }
 
 /// What a starting gateway read from the registries, and the revisions to follow from.
@@ -84,8 +83,7 @@ impl Shared {
         let topics = TopicRegistry::open(&backend).await?;
         let offsets = Arc::new(OffsetRegistry::open(&backend).await?);
         let members = MemberRegistry::open(&backend, gateway.clone()).await?;
-        let delayed = DelayedRegistry::open(&backend, gateway.clone()).await?;
-        let claims = NameClaims::open(&backend, gateway).await?;
+        let delayed = DelayedRegistry::open(&backend, gateway).await?;
         let schemas = SharedSchemas::open(&backend).await?;
         let (registry, schemas_revision) = schemas.load().await?;
         let (committed, offsets_revision) = offsets.load_all().await?;
@@ -111,7 +109,6 @@ impl Shared {
             delayed,
             delivery: parking_lot::Mutex::new(Delivery::default()),
             schemas,
-            claims,
         };
         let loaded = Loaded {
             topics: metas,

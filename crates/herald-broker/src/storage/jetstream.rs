@@ -447,7 +447,7 @@ impl JetStreamPartition {
                 let received_ms =
                     published.unix_timestamp() * 1000 + i64::from(published.millisecond());
                 let (headers, payload) = (message.headers.clone(), message.payload.clone());
-                out.push(self.record_from(sequence, headers.as_ref(), payload, received_ms)?);
+                out.push(self.decode_message(sequence, headers.as_ref(), payload, received_ms)?);
             }
             Ok::<_, BrokerError>(out)
         }
@@ -466,7 +466,7 @@ impl JetStreamPartition {
     ) -> Result<StoredRecord, BrokerError> {
         let time = message.time;
         let received_ms = time.unix_timestamp() * 1000 + i64::from(time.millisecond());
-        self.record_from(
+        self.decode_message(
             message.sequence,
             Some(&message.headers),
             message.payload,
@@ -476,7 +476,7 @@ impl JetStreamPartition {
 
     /// The record stored at stream `sequence`: timestamp from `Herald-Ts` (else when the
     /// stream received it), key from `Herald-Key`.
-    fn record_from(
+    pub(crate) fn decode_message(
         &self,
         sequence: u64,
         headers: Option<&HeaderMap>,
@@ -615,7 +615,20 @@ impl JetStreamPartition {
         }
     }
 
-    fn error(&self, what: impl std::fmt::Display, error: impl std::fmt::Display) -> BrokerError {
+    /// The stream handle (for consumers over it, e.g. a [`super::work_queue::WorkQueue`]).
+    pub(crate) fn stream_handle(&self) -> stream::Stream {
+        self.stream.clone()
+    }
+
+    pub(crate) fn client_handle(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
+    pub(crate) fn error(
+        &self,
+        what: impl std::fmt::Display,
+        error: impl std::fmt::Display,
+    ) -> BrokerError {
         unavailable(
             format_args!("{what} {}/{}", self.topic, self.partition),
             error,

@@ -7,10 +7,11 @@ pub mod delayed_registry;
 pub mod jetstream;
 pub mod kv;
 pub mod member_registry;
-pub mod name_claims;
 pub mod offset_registry;
+pub mod shared_definitions;
 pub mod shared_schemas;
 pub mod topic_registry;
+pub mod work_queue;
 
 use std::sync::Arc;
 
@@ -22,10 +23,11 @@ use crate::error::BrokerError;
 pub use delayed_registry::{DelayedRegistry, LeaseState};
 pub use jetstream::{JetStreamBackend, JetStreamConfig, JetStreamPartition};
 pub use member_registry::{MemberAnnouncement, MemberChange, MemberRegistry};
-pub use name_claims::NameClaims;
 pub use offset_registry::{OffsetRegistry, OffsetsChange};
+pub use shared_definitions::{DefinitionChange, SharedDefinitions};
 pub use shared_schemas::SharedSchemas;
 pub use topic_registry::{TopicChange, TopicRegistry};
+pub use work_queue::{LeasedRecord, ReceiptInfo, WorkQueue, WorkQueueConfig, WorkQueueCounts};
 
 /// The storage of one topic partition.
 #[derive(Clone)]

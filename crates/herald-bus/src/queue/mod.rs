@@ -6,6 +6,9 @@
 //! Messages are the offsets of the queue log; each record's key is the source
 //! position `<topic>/<partition>/<offset>` of the event it copies.
 //!
+//! On JetStream storage the leases are JetStream's instead ([`shared::SharedLeases`]: a
+//! durable consumer every gateway shares); the journal and `QueueState` are not used.
+//!
 //! Durability: every state change that must survive (delivery counts, acks,
 //! dead-lettering, nack delays) is in the journal before the call returns; leases are
 //! in memory. After a crash every message that was not acknowledged is visible again
@@ -18,22 +21,26 @@
 //! journal's `current` during compaction); it is never held across an `.await`.
 
 pub mod journal;
+pub mod shared;
 pub mod state;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_broker::storage::WorkQueueConfig;
 use herald_broker::PartitionStore;
 use herald_broker::{Broker, BrokerError, TopicConfig};
 use herald_core::codec::decode_event;
 use herald_core::{CloudEvent, ExtensionValue};
+use herald_log::StoredRecord;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::error::BusError;
 use journal::Journal;
+use shared::SharedLeases;
 use state::{JournalEntry, Leased, QueueCounts, QueueState, Receipt, ReceiptOutcome};
 
 /// Longest a pull may wait for messages.
@@ -42,6 +49,14 @@ pub const PULL_WAIT_MAX: Duration = Duration::from_secs(60);
 pub const PULL_MESSAGES_MAX: usize = 1000;
 /// Messages moved to the dead-letter topic per publish.
 const DEAD_LETTER_BATCH: usize = 256;
+/// The durable JetStream consumer of a queue on JetStream storage.
+const SHARED_CONSUMER: &str = "herald-queue";
+/// How often a waiting pull on JetStream storage looks for redeliveries that came due.
+const SHARED_POLL: Duration = Duration::from_millis(200);
+/// Acknowledged records a queue on JetStream keeps when its stream is trimmed.
+const SHARED_TRIM_RECORDS: u64 = 4096;
+/// Why a message is dead-lettered when its deliveries run out without a nack.
+const EXHAUSTED: &str = "visibility timeout expired without an ack";
 
 /// Extension attributes Herald adds to dead-lettered events (removed by redrive).
 pub mod ext {
@@ -122,19 +137,32 @@ pub struct QueueConfig {
     pub visibility_timeout_ms: u64,
     pub max_deliveries: u32,
     pub tracked_max: usize,
+    /// One message leased at a time (ordered webhooks; JetStream storage only: the
+    /// embedded deliverer orders by key itself).
+    pub one_at_a_time: bool,
+}
+
+/// Where a queue's leases live.
+enum Leases {
+    /// In this process: state machine plus journal.
+    Local {
+        state: Mutex<QueueState>,
+        journal: Journal,
+        compacting: std::sync::atomic::AtomicBool,
+    },
+    /// In a JetStream consumer every gateway shares.
+    Shared(SharedLeases),
 }
 
 pub struct Queue {
     config: QueueConfig,
     broker: Broker,
     log: PartitionStore,
-    state: Mutex<QueueState>,
-    journal: Journal,
+    leases: Leases,
     /// Woken when messages may have become ready (nack, expiry, redrive).
     changed: Notify,
     /// Woken when there is maintenance to do (dead letters).
     maintenance: Notify,
-    compacting: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -154,6 +182,23 @@ pub(crate) async fn ensure_topic(broker: &Broker, name: &str) -> Result<(), BusE
     }
 }
 
+/// The topic `name` once this gateway has opened it: on JetStream storage a topic
+/// another gateway just created appears here when the topic registry is followed.
+async fn opened_topic(
+    broker: &Broker,
+    name: &str,
+) -> Result<Arc<herald_broker::topic::Topic>, BusError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match broker.topic(name) {
+            Err(BrokerError::TopicNotFound(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Queue {
     /// Opens the queue: creates its log topic if needed, recovers its state from
     /// `state_dir` (snapshot + journal replay).
@@ -163,34 +208,62 @@ impl Queue {
         state_dir: std::path::PathBuf,
     ) -> Result<Arc<Queue>, BusError> {
         ensure_topic(&broker, &config.topic).await?;
-        let log = broker.topic(&config.topic)?.partition(0)?.clone();
-        let (max_deliveries, tracked_max) = (config.max_deliveries, config.tracked_max);
-        let (journal, state) = tokio::task::spawn_blocking(move || {
-            let mut entries = Vec::new();
-            let (journal, durable) = Journal::open(&state_dir, |e| entries.push(e))?;
-            let mut state = QueueState::new(durable, max_deliveries, tracked_max);
-            for entry in entries {
-                state.apply(entry);
+        let log = opened_topic(&broker, &config.topic)
+            .await?
+            .partition(0)?
+            .clone();
+        let leases = match &log {
+            PartitionStore::JetStream(partition) => {
+                let max_ack_pending = if config.one_at_a_time {
+                    1
+                } else {
+                    i64::try_from(config.tracked_max).unwrap_or(i64::MAX)
+                };
+                let queue = partition
+                    .work_queue(WorkQueueConfig {
+                        consumer: SHARED_CONSUMER.to_string(),
+                        ack_wait: Duration::from_millis(config.visibility_timeout_ms.max(1)),
+                        max_ack_pending,
+                    })
+                    .await?;
+                let shared = SharedLeases::new(queue, config.visibility_timeout_ms);
+                shared.maintain(now_ms()).await;
+                tracing::info!(subscription = %config.subscription, "queue opened on JetStream");
+                Leases::Shared(shared)
             }
-            Ok::<_, BusError>((journal, state))
-        })
-        .await
-        .map_err(|e| BusError::io(std::path::Path::new("."), std::io::Error::other(e)))??;
-        tracing::info!(
-            subscription = %config.subscription,
-            ack_floor = state.floor(),
-            end = log.next_offset(),
-            "queue recovered"
-        );
+            PartitionStore::Local(_) => {
+                let (max_deliveries, tracked_max) = (config.max_deliveries, config.tracked_max);
+                let (journal, state) = tokio::task::spawn_blocking(move || {
+                    let mut entries = Vec::new();
+                    let (journal, durable) = Journal::open(&state_dir, |e| entries.push(e))?;
+                    let mut state = QueueState::new(durable, max_deliveries, tracked_max);
+                    for entry in entries {
+                        state.apply(entry);
+                    }
+                    Ok::<_, BusError>((journal, state))
+                })
+                .await
+                .map_err(|e| BusError::io(std::path::Path::new("."), std::io::Error::other(e)))??;
+                tracing::info!(
+                    subscription = %config.subscription,
+                    ack_floor = state.floor(),
+                    end = log.next_offset(),
+                    "queue recovered"
+                );
+                Leases::Local {
+                    state: Mutex::new(state),
+                    journal,
+                    compacting: std::sync::atomic::AtomicBool::new(false),
+                }
+            }
+        };
         Ok(Arc::new(Queue {
             config,
             broker,
             log,
-            state: Mutex::new(state),
-            journal,
+            leases,
             changed: Notify::new(),
             maintenance: Notify::new(),
-            compacting: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -203,14 +276,21 @@ impl Queue {
     }
 
     pub fn counts(&self) -> QueueCounts {
-        self.state.lock().counts()
+        match &self.leases {
+            Leases::Local { state, .. } => state.lock().counts(),
+            Leases::Shared(shared) => shared.counts(),
+        }
     }
 
     /// Messages not yet acknowledged or dead-lettered (tracked or not).
     pub fn backlog(&self) -> u64 {
-        let end = self.log.next_offset();
-        let state = self.state.lock();
-        end.saturating_sub(state.floor())
+        match &self.leases {
+            Leases::Local { state, .. } => {
+                let end = self.log.next_offset();
+                end.saturating_sub(state.lock().floor())
+            }
+            Leases::Shared(shared) => shared.backlog(),
+        }
     }
 
     /// Leases up to `max` messages for `visibility_ms` (default: the subscription's),
@@ -224,13 +304,19 @@ impl Queue {
         let max = max.clamp(1, PULL_MESSAGES_MAX);
         let visibility = visibility_ms.unwrap_or(self.config.visibility_timeout_ms);
         let deadline = Instant::now() + wait.min(PULL_WAIT_MAX);
+        let (state, journal) = match &self.leases {
+            Leases::Local { state, journal, .. } => (state, journal),
+            Leases::Shared(shared) => {
+                return self.pull_shared(shared, max, visibility, deadline).await;
+            }
+        };
         loop {
             let mut watch = self.log.watch();
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (leased, wake_ms, dead) = {
-                let mut state = self.state.lock();
+                let mut state = state.lock();
                 let now = now_ms();
                 state.release_due(now);
                 state.fill(self.log.next_offset(), now);
@@ -248,7 +334,7 @@ impl Queue {
                         count: l.delivery_count,
                     })
                     .collect();
-                self.journal.append(&entries).await?;
+                journal.append(&entries).await?;
                 return self.read_messages(&leased).await;
             }
             let now = Instant::now();
@@ -270,6 +356,76 @@ impl Queue {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// [`Queue::pull`] on JetStream: leases from the shared consumer, waiting on this
+    /// gateway's view of the log end, wake-ups and a short poll (for redeliveries).
+    async fn pull_shared(
+        &self,
+        shared: &SharedLeases,
+        max: usize,
+        visibility_ms: u64,
+        deadline: Instant,
+    ) -> Result<Vec<Message>, BusError> {
+        loop {
+            let mut watch = self.log.watch();
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let fetched = shared.fetch(max).await?;
+            let got_any = !fetched.is_empty();
+            let now = now_ms();
+            let mut out = Vec::with_capacity(fetched.len());
+            for leased in fetched {
+                if leased.delivery_count > self.config.max_deliveries {
+                    // Handed out once more than allowed (its lease lapsed last time).
+                    let count = leased.delivery_count - 1;
+                    self.dead_letter_events(vec![(leased.record, count, EXHAUSTED.to_string())])
+                        .await?;
+                    shared.terminate(&leased.receipt).await?;
+                    continue;
+                }
+                shared.keep(&leased.receipt, visibility_ms, now);
+                let event = self.decode(&leased.record)?;
+                out.push(Message {
+                    receipt: leased.receipt,
+                    delivery_count: leased.delivery_count,
+                    queue_offset: leased.record.offset,
+                    source: leased.record.key.as_deref().and_then(SourcePosition::parse),
+                    event,
+                });
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if got_any {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.broker.is_shutting_down() {
+                return Ok(Vec::new());
+            }
+            let pause = (deadline - now).min(SHARED_POLL);
+            tokio::select! {
+                changed = watch.changed() => {
+                    if changed.is_err() {
+                        return Err(BusError::ShuttingDown);
+                    }
+                }
+                _ = notified => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    fn decode(&self, record: &StoredRecord) -> Result<CloudEvent, BusError> {
+        decode_event(&record.value).map_err(|e| {
+            BusError::Storage(herald_log::LogError::Corrupt {
+                path: self.log.location(),
+                position: record.offset,
+                reason: format!("queued event does not decode: {e}"),
+            })
+        })
     }
 
     /// Reads the events of leased messages (ascending offsets), run by run.
@@ -298,13 +454,7 @@ impl Queue {
                 records.extend(got);
             }
             for (lease, record) in leased.iter().skip(i).zip(records) {
-                let event = decode_event(&record.value).map_err(|e| {
-                    BusError::Storage(herald_log::LogError::Corrupt {
-                        path: self.log.location(),
-                        position: record.offset,
-                        reason: format!("queued event does not decode: {e}"),
-                    })
-                })?;
+                let event = self.decode(&record)?;
                 out.push(Message {
                     receipt: lease.receipt.encode(),
                     delivery_count: lease.delivery_count,
@@ -319,25 +469,52 @@ impl Queue {
     }
 
     /// Applies `op` to each receipt under the state lock, then journals what it
-    /// returned. Unparseable receipts are `Invalid`.
+    /// returned. Unparseable receipts are `Invalid`. Local leases only.
     async fn per_receipt(
         &self,
+        state: &Mutex<QueueState>,
+        journal: &Journal,
         receipts: &[String],
         op: impl FnMut(&mut QueueState, Receipt, i64) -> (ReceiptOutcome, Option<JournalEntry>),
     ) -> Result<Vec<(String, ReceiptOutcome)>, BusError> {
         let (outcomes, entries) =
-            self.state
+            state
                 .lock()
                 .apply_receipts(receipts, now_ms(), ReceiptOutcome::Invalid, op);
-        self.journal.append(&entries).await?;
+        journal.append(&entries).await?;
         Ok(outcomes)
+    }
+
+    /// Runs `op` for each receipt concurrently (JetStream: one request each); the first
+    /// error fails the call, as a journal write would locally.
+    async fn per_receipt_shared<'a, F, Fut>(
+        &self,
+        receipts: &'a [String],
+        op: F,
+    ) -> Result<Vec<(String, ReceiptOutcome)>, BusError>
+    where
+        F: Fn(&'a str) -> Fut,
+        Fut: std::future::Future<Output = Result<ReceiptOutcome, BusError>>,
+    {
+        let outcomes = futures::future::join_all(receipts.iter().map(|r| op(r.as_str()))).await;
+        receipts
+            .iter()
+            .zip(outcomes)
+            .map(|(receipt, outcome)| Ok((receipt.clone(), outcome?)))
+            .collect()
     }
 
     pub async fn ack(
         &self,
         receipts: &[String],
     ) -> Result<Vec<(String, ReceiptOutcome)>, BusError> {
-        self.per_receipt(receipts, |state, receipt, _| {
+        let (state, journal) = match &self.leases {
+            Leases::Local { state, journal, .. } => (state, journal),
+            Leases::Shared(shared) => {
+                return self.per_receipt_shared(receipts, |r| shared.ack(r)).await;
+            }
+        };
+        self.per_receipt(state, journal, receipts, |state, receipt, _| {
             let outcome = state.ack(receipt);
             let entry = (outcome == ReceiptOutcome::Acked).then_some(JournalEntry::Done {
                 offset: receipt.offset,
@@ -353,16 +530,33 @@ impl Queue {
         delay_ms: u64,
         reason: Option<&str>,
     ) -> Result<Vec<(String, ReceiptOutcome)>, BusError> {
-        let outcomes = self
-            .per_receipt(receipts, |state, receipt, now| {
-                let outcome = state.nack(receipt, delay_ms, now, reason);
-                let entry = (outcome == ReceiptOutcome::Delayed).then(|| JournalEntry::Delay {
-                    offset: receipt.offset,
-                    until_ms: now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
-                });
-                (outcome, entry)
-            })
-            .await?;
+        let outcomes = match &self.leases {
+            Leases::Local { state, journal, .. } => {
+                self.per_receipt(state, journal, receipts, |state, receipt, now| {
+                    let outcome = state.nack(receipt, delay_ms, now, reason);
+                    let entry = (outcome == ReceiptOutcome::Delayed).then(|| JournalEntry::Delay {
+                        offset: receipt.offset,
+                        until_ms: now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+                    });
+                    (outcome, entry)
+                })
+                .await?
+            }
+            Leases::Shared(shared) => {
+                self.per_receipt_shared(receipts, |receipt| async move {
+                    match shared.parse(receipt) {
+                        None => Ok(ReceiptOutcome::Invalid),
+                        Some((offset, count)) if count >= self.config.max_deliveries => {
+                            let reason = reason.unwrap_or("delivery attempts exhausted");
+                            self.dead_letter_shared(shared, receipt, offset, count, reason)
+                                .await
+                        }
+                        Some(_) => shared.release(receipt, delay_ms).await,
+                    }
+                })
+                .await?
+            }
+        };
         self.changed.notify_waiters();
         if outcomes
             .iter()
@@ -378,10 +572,18 @@ impl Queue {
         receipts: &[String],
         visibility_ms: u64,
     ) -> Result<Vec<(String, ReceiptOutcome)>, BusError> {
-        self.per_receipt(receipts, |state, receipt, now| {
-            (state.extend(receipt, visibility_ms, now), None)
-        })
-        .await
+        match &self.leases {
+            Leases::Local { state, journal, .. } => {
+                self.per_receipt(state, journal, receipts, |state, receipt, now| {
+                    (state.extend(receipt, visibility_ms, now), None)
+                })
+                .await
+            }
+            Leases::Shared(shared) => {
+                self.per_receipt_shared(receipts, |r| shared.extend(r, visibility_ms, now_ms()))
+                    .await
+            }
+        }
     }
 
     /// Counts another attempt of a message the caller keeps leased; the new delivery
@@ -391,15 +593,22 @@ impl Queue {
         receipt: &str,
         visibility_ms: u64,
     ) -> Result<Option<u32>, BusError> {
+        let (state, journal) = match &self.leases {
+            Leases::Local { state, journal, .. } => (state, journal),
+            Leases::Shared(shared) => {
+                return shared
+                    .redeliver_in_place(receipt, visibility_ms, now_ms())
+                    .await;
+            }
+        };
         let Some(receipt) = Receipt::parse(receipt) else {
             return Ok(None);
         };
-        let count = self
-            .state
+        let count = state
             .lock()
             .redeliver_in_place(receipt, visibility_ms, now_ms());
         if let Some(count) = count {
-            self.journal
+            journal
                 .append(&[JournalEntry::Delivered {
                     offset: receipt.offset,
                     count,
@@ -411,14 +620,45 @@ impl Queue {
 
     /// Dead-letters a leased message now (a push deliverer exhausted its retries).
     pub async fn give_up(&self, receipt: &str, reason: &str) -> Result<ReceiptOutcome, BusError> {
+        let state = match &self.leases {
+            Leases::Local { state, .. } => state,
+            Leases::Shared(shared) => {
+                return match shared.parse(receipt) {
+                    None => Ok(ReceiptOutcome::Invalid),
+                    Some((offset, count)) => {
+                        self.dead_letter_shared(shared, receipt, offset, count, reason)
+                            .await
+                    }
+                };
+            }
+        };
         let outcome = match Receipt::parse(receipt) {
             None => ReceiptOutcome::Invalid,
-            Some(r) => self.state.lock().give_up(r, reason),
+            Some(r) => state.lock().give_up(r, reason),
         };
         if outcome == ReceiptOutcome::DeadLettered {
             self.move_dead_letters().await?;
         }
         Ok(outcome)
+    }
+
+    /// JetStream: publishes the message at `offset` to the dead-letter topic, then
+    /// terminates it in the consumer (a crash in between may dead-letter it twice).
+    async fn dead_letter_shared(
+        &self,
+        shared: &SharedLeases,
+        receipt: &str,
+        offset: u64,
+        count: u32,
+        reason: &str,
+    ) -> Result<ReceiptOutcome, BusError> {
+        let records = self.log.read(offset, 1, usize::MAX).await?;
+        if let Some(record) = records.into_iter().next().filter(|r| r.offset == offset) {
+            self.dead_letter_events(vec![(record, count, reason.to_string())])
+                .await?;
+        }
+        shared.terminate(receipt).await?;
+        Ok(ReceiptOutcome::DeadLettered)
     }
 
     /// Appends events (with their keys) to the queue log, e.g. for a redrive.
@@ -434,24 +674,28 @@ impl Queue {
     }
 
     /// Moves every message waiting for it to the dead-letter topic, then journals it
-    /// done. On failure the messages stay pending and the error is returned.
+    /// done. On failure the messages stay pending and the error is returned. (JetStream
+    /// leases dead-letter as they go: nothing waits here.)
     pub async fn move_dead_letters(&self) -> Result<usize, BusError> {
+        let Leases::Local { state, journal, .. } = &self.leases else {
+            return Ok(0);
+        };
         let mut moved = 0;
         loop {
-            let batch = self.state.lock().take_dead(DEAD_LETTER_BATCH);
+            let batch = state.lock().take_dead(DEAD_LETTER_BATCH);
             if batch.is_empty() {
                 return Ok(moved);
             }
-            match self.dead_letter_batch(&batch).await {
+            match self.dead_letter_batch(journal, &batch).await {
                 Ok(()) => {
-                    let mut state = self.state.lock();
+                    let mut state = state.lock();
                     for (offset, _, _) in &batch {
                         state.mark_done(*offset);
                     }
                     moved += batch.len();
                 }
                 Err(e) => {
-                    let mut state = self.state.lock();
+                    let mut state = state.lock();
                     for (offset, _, _) in &batch {
                         state.return_dead(*offset);
                     }
@@ -461,27 +705,47 @@ impl Queue {
         }
     }
 
-    async fn dead_letter_batch(&self, batch: &[(u64, u32, String)]) -> Result<(), BusError> {
-        let dead_at = herald_broker::record::format_time_ms(now_ms());
-        let mut entries = Vec::with_capacity(batch.len());
+    async fn dead_letter_batch(
+        &self,
+        journal: &Journal,
+        batch: &[(u64, u32, String)],
+    ) -> Result<(), BusError> {
+        let mut dead = Vec::with_capacity(batch.len());
         for (offset, count, reason) in batch {
             let records = self.log.read(*offset, 1, usize::MAX).await?;
-            let Some(record) = records.into_iter().next() else {
-                continue;
-            };
-            let mut event = decode_event(&record.value).map_err(|e| {
-                BusError::Storage(herald_log::LogError::Corrupt {
-                    path: self.log.location(),
-                    position: record.offset,
-                    reason: format!("queued event does not decode: {e}"),
-                })
-            })?;
+            if let Some(record) = records.into_iter().next() {
+                dead.push((record, *count, reason.clone()));
+            }
+        }
+        self.dead_letter_events(dead).await?;
+        let done: Vec<JournalEntry> = batch
+            .iter()
+            .map(|(offset, _, _)| JournalEntry::Done { offset: *offset })
+            .collect();
+        journal.append(&done).await?;
+        Ok(())
+    }
+
+    /// Publishes queued records to the dead-letter topic, each with why it died and
+    /// where it came from.
+    async fn dead_letter_events(
+        &self,
+        dead: Vec<(StoredRecord, u32, String)>,
+    ) -> Result<(), BusError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let dead_at = herald_broker::record::format_time_ms(now_ms());
+        let count_dead = dead.len();
+        let mut entries = Vec::with_capacity(dead.len());
+        for (record, count, reason) in dead {
+            let mut event = self.decode(&record)?;
             let x = &mut event.extensions;
             let string = |s: &str| ExtensionValue::String(s.to_string());
-            x.insert(ext::REASON.into(), string(reason));
+            x.insert(ext::REASON.into(), string(&reason));
             x.insert(
                 ext::DELIVERY_COUNT.into(),
-                ExtensionValue::Integer(i64::from(*count)),
+                ExtensionValue::Integer(i64::from(count)),
             );
             x.insert(ext::SUBSCRIPTION.into(), string(&self.config.subscription));
             x.insert(ext::DEAD_AT.into(), string(&dead_at));
@@ -498,30 +762,46 @@ impl Queue {
             }
             entries.push((record.key, event));
         }
-        if !entries.is_empty() {
-            ensure_topic(&self.broker, &self.config.dead_letter_topic).await?;
-            self.broker
-                .publish_keyed(&self.config.dead_letter_topic, entries, None)
-                .await?;
-        }
-        let done: Vec<JournalEntry> = batch
-            .iter()
-            .map(|(offset, _, _)| JournalEntry::Done { offset: *offset })
-            .collect();
-        self.journal.append(&done).await?;
+        ensure_topic(&self.broker, &self.config.dead_letter_topic).await?;
+        self.broker
+            .publish_keyed(&self.config.dead_letter_topic, entries, None)
+            .await?;
         tracing::info!(
             subscription = %self.config.subscription,
-            count = batch.len(),
+            count = count_dead,
             dead_letter_topic = %self.config.dead_letter_topic,
             "messages dead-lettered"
         );
         Ok(())
     }
 
-    /// One round of background work: expired leases, dead letters, compaction.
+    /// One round of background work: expired leases, dead letters, compaction (local);
+    /// renewals, counts and trimming acknowledged records (JetStream).
     pub async fn maintain(self: &Arc<Self>) {
+        let (state, journal, compacting) = match &self.leases {
+            Leases::Local {
+                state,
+                journal,
+                compacting,
+            } => (state, journal, compacting),
+            Leases::Shared(shared) => {
+                shared.maintain(now_ms()).await;
+                // The newest acknowledged copies stay: the dispatcher's restart scan
+                // learns from them what it already copied.
+                let trim_to = shared
+                    .counts()
+                    .ack_floor
+                    .saturating_sub(SHARED_TRIM_RECORDS);
+                if trim_to > self.log.start_offset() {
+                    if let Err(e) = self.log.delete_records_before(trim_to) {
+                        tracing::warn!(subscription = %self.config.subscription, error = %e, "trimming the queue log failed");
+                    }
+                }
+                return;
+            }
+        };
         let (ready, dead) = {
-            let mut state = self.state.lock();
+            let mut state = state.lock();
             let ready = state.release_due(now_ms());
             (ready, state.has_dead_pending())
         };
@@ -533,23 +813,27 @@ impl Queue {
                 tracing::warn!(subscription = %self.config.subscription, error = %e, "dead-lettering failed; will retry");
             }
         }
-        if self.journal.needs_compaction()
-            && !self
-                .compacting
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        if journal.needs_compaction() && !compacting.swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             let this = Arc::clone(self);
             let result = tokio::task::spawn_blocking(move || {
+                let Leases::Local {
+                    state,
+                    journal,
+                    compacting,
+                } = &this.leases
+                else {
+                    return Ok(());
+                };
                 let (generation, old, durable) = {
-                    let state = this.state.lock();
+                    let state = state.lock();
                     let durable = state.durable();
-                    let (generation, old) = this.journal.rotate()?;
+                    let (generation, old) = journal.rotate()?;
                     (generation, old, durable)
                 };
                 let acked_below = durable.floor;
-                let result = this.journal.finish_compaction(generation, durable, old);
-                this.compacting
-                    .store(false, std::sync::atomic::Ordering::Release);
+                let result = journal.finish_compaction(generation, durable, old);
+                compacting.store(false, std::sync::atomic::Ordering::Release);
                 if result.is_ok() {
                     // Everything below the durable ack floor is acknowledged for good:
                     // drop the queue log's whole segments below it so it does not grow forever.
@@ -569,11 +853,19 @@ impl Queue {
     /// Runs [`Queue::maintain`] until `stop` flips.
     pub async fn run_maintenance(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            let wake = self.state.lock().next_wakeup_ms();
             let mut pause = Duration::from_millis(500);
-            if let Some(wake) = wake {
-                let until = u64::try_from(wake.saturating_sub(now_ms())).unwrap_or(0);
-                pause = pause.min(Duration::from_millis(until.max(5)));
+            match &self.leases {
+                Leases::Local { state, .. } => {
+                    if let Some(wake) = state.lock().next_wakeup_ms() {
+                        let until = u64::try_from(wake.saturating_sub(now_ms())).unwrap_or(0);
+                        pause = pause.min(Duration::from_millis(until.max(5)));
+                    }
+                }
+                Leases::Shared(shared) => {
+                    if let Some(renew) = shared.renew_every() {
+                        pause = pause.min(renew);
+                    }
+                }
             }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -584,9 +876,11 @@ impl Queue {
         }
     }
 
-    /// Flushes and closes the journal. Blocking.
+    /// Flushes and closes the journal (local leases). Blocking.
     pub fn close(&self) {
-        self.journal.close();
+        if let Leases::Local { journal, .. } = &self.leases {
+            journal.close();
+        }
     }
 }
 

@@ -1,0 +1,190 @@
+//! [`SharedLeases`]: a queue's leases when its log lives in JetStream: a durable
+//! consumer ([`WorkQueue`]) holds them for every gateway, so a message pulled through one
+//! gateway can be acked, nacked or extended through any other, and a dead gateway's
+//! leases simply lapse after the visibility timeout.
+//!
+//! Invariants: the consumer's ack wait is the subscription's visibility timeout; a
+//! longer lease (a pull or extend asking for more) is kept alive by this gateway with
+//! progress signals until its end or an ack/nack through this gateway; a message is
+//! dead-lettered (published to the dead-letter topic first, then terminated) when a nack
+//! finds its deliveries spent, or when JetStream hands it out once more than allowed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald_broker::storage::{LeasedRecord, WorkQueue, WorkQueueCounts};
+use parking_lot::Mutex;
+
+use crate::error::BusError;
+use crate::queue::state::{QueueCounts, ReceiptOutcome};
+
+/// One lease this gateway keeps alive past the ack wait.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    until_ms: i64,
+    last_progress_ms: i64,
+    /// Attempts counted in place (ordered webhooks) on top of JetStream's count.
+    extra_attempts: u32,
+}
+
+pub struct SharedLeases {
+    pub(super) queue: WorkQueue,
+    ack_wait_ms: u64,
+    counts: Mutex<WorkQueueCounts>,
+    kept: Mutex<HashMap<String, Kept>>,
+}
+
+impl SharedLeases {
+    pub fn new(queue: WorkQueue, ack_wait_ms: u64) -> Self {
+        Self {
+            queue,
+            ack_wait_ms,
+            counts: Mutex::new(WorkQueueCounts::default()),
+            kept: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Up to `max` ready messages, leased now (never waits).
+    pub async fn fetch(&self, max: usize) -> Result<Vec<LeasedRecord>, BusError> {
+        Ok(self.queue.fetch(max).await?)
+    }
+
+    /// Keeps `receipt` leased until `now + visibility_ms` if that is past the ack wait.
+    pub fn keep(&self, receipt: &str, visibility_ms: u64, now_ms: i64) {
+        if visibility_ms <= self.ack_wait_ms {
+            return;
+        }
+        let until_ms = now_ms.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
+        let mut kept = self.kept.lock();
+        let entry = kept.entry(receipt.to_string()).or_insert(Kept {
+            until_ms,
+            last_progress_ms: now_ms,
+            extra_attempts: 0,
+        });
+        entry.until_ms = until_ms;
+    }
+
+    pub fn forget(&self, receipt: &str) {
+        self.kept.lock().remove(receipt);
+    }
+
+    /// The offset and delivery count (counting in-place attempts) of a receipt.
+    pub fn parse(&self, receipt: &str) -> Option<(u64, u32)> {
+        let info = self.queue.parse_receipt(receipt)?;
+        let extra = self
+            .kept
+            .lock()
+            .get(receipt)
+            .map_or(0, |k| k.extra_attempts);
+        Some((info.offset, info.delivery_count.saturating_add(extra)))
+    }
+
+    pub async fn ack(&self, receipt: &str) -> Result<ReceiptOutcome, BusError> {
+        if self.queue.parse_receipt(receipt).is_none() {
+            return Ok(ReceiptOutcome::Invalid);
+        }
+        self.queue.ack(receipt).await?;
+        self.forget(receipt);
+        Ok(ReceiptOutcome::Acked)
+    }
+
+    pub async fn release(&self, receipt: &str, delay_ms: u64) -> Result<ReceiptOutcome, BusError> {
+        self.queue
+            .nak(receipt, Some(Duration::from_millis(delay_ms)))
+            .await?;
+        self.forget(receipt);
+        Ok(if delay_ms > 0 {
+            ReceiptOutcome::Delayed
+        } else {
+            ReceiptOutcome::Released
+        })
+    }
+
+    pub async fn extend(
+        &self,
+        receipt: &str,
+        visibility_ms: u64,
+        now_ms: i64,
+    ) -> Result<ReceiptOutcome, BusError> {
+        if self.queue.parse_receipt(receipt).is_none() {
+            return Ok(ReceiptOutcome::Invalid);
+        }
+        self.queue.progress(receipt).await?;
+        self.forget(receipt);
+        self.keep(receipt, visibility_ms, now_ms);
+        Ok(ReceiptOutcome::Extended)
+    }
+
+    /// Counts one more attempt of a message kept leased here; the new count.
+    pub async fn redeliver_in_place(
+        &self,
+        receipt: &str,
+        visibility_ms: u64,
+        now_ms: i64,
+    ) -> Result<Option<u32>, BusError> {
+        let Some((_, count)) = self.parse(receipt) else {
+            return Ok(None);
+        };
+        self.queue.progress(receipt).await?;
+        self.keep(receipt, visibility_ms.max(self.ack_wait_ms + 1), now_ms);
+        if let Some(kept) = self.kept.lock().get_mut(receipt) {
+            kept.extra_attempts += 1;
+        }
+        Ok(Some(count.saturating_add(1)))
+    }
+
+    /// Never delivers the message again (after it was dead-lettered).
+    pub async fn terminate(&self, receipt: &str) -> Result<(), BusError> {
+        self.queue.term(receipt).await?;
+        self.forget(receipt);
+        Ok(())
+    }
+
+    /// Renews the leases kept past the ack wait and refreshes the counts.
+    pub async fn maintain(&self, now_ms: i64) {
+        let due: Vec<String> = {
+            let mut kept = self.kept.lock();
+            kept.retain(|_, k| k.until_ms > now_ms);
+            let half = i64::try_from(self.ack_wait_ms / 2).unwrap_or(i64::MAX);
+            kept.iter_mut()
+                .filter(|(_, k)| now_ms - k.last_progress_ms >= half)
+                .map(|(receipt, k)| {
+                    k.last_progress_ms = now_ms;
+                    receipt.clone()
+                })
+                .collect()
+        };
+        for receipt in due {
+            if let Err(e) = self.queue.progress(&receipt).await {
+                tracing::warn!(error = %e, "renewing a lease failed; it may lapse");
+            }
+        }
+        match self.queue.counts().await {
+            Ok(counts) => *self.counts.lock() = counts,
+            Err(e) => tracing::debug!(error = %e, "reading work-queue counts failed"),
+        }
+    }
+
+    /// The longest pause between two renewals this gateway must keep.
+    pub fn renew_every(&self) -> Option<Duration> {
+        (!self.kept.lock().is_empty()).then(|| Duration::from_millis((self.ack_wait_ms / 4).max(5)))
+    }
+
+    /// Counts for describe/metrics, as of the last maintenance round.
+    pub fn counts(&self) -> QueueCounts {
+        let c = *self.counts.lock();
+        QueueCounts {
+            ack_floor: c.ack_floor,
+            scanned: c.delivered,
+            ready: usize::try_from(c.pending).unwrap_or(usize::MAX),
+            delayed: 0,
+            leased: usize::try_from(c.leased).unwrap_or(usize::MAX),
+            dead_pending: 0,
+        }
+    }
+
+    pub fn backlog(&self) -> u64 {
+        let c = *self.counts.lock();
+        c.pending + c.leased
+    }
+}
