@@ -799,6 +799,12 @@ impl Broker {
 
     // ---- definitions shared by every gateway ----
 
+    /// The table of work-queue leases every gateway on this JetStream shares; `None` on
+    /// the embedded log.
+    pub fn lease_table(&self) -> Option<crate::storage::LeaseTable> {
+        self.inner.jetstream.as_ref().map(|s| s.leases.clone())
+    }
+
     /// The definitions of `namespace` every gateway on this JetStream shares (bus
     /// subscriptions); `None` on the embedded log.
     pub async fn shared_definitions(

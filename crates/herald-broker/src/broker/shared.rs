@@ -20,8 +20,8 @@ use crate::group::{GroupState, JoinOptions, MemberState};
 use crate::metadata::TopicMeta;
 use crate::offsets::CommittedOffsets;
 use crate::storage::{
-    DelayedRegistry, JetStreamBackend, MemberAnnouncement, MemberChange, MemberRegistry,
-    OffsetRegistry, OffsetsChange, SharedSchemas, TopicRegistry,
+    DelayedRegistry, JetStreamBackend, LeaseTable, MemberAnnouncement, MemberChange,
+    MemberRegistry, OffsetRegistry, OffsetsChange, SharedSchemas, TopicRegistry,
 };
 
 /// How often the heartbeat task looks for members due a re-announcement.
@@ -62,6 +62,7 @@ pub(super) struct Shared {
     delayed: DelayedRegistry,
     delivery: parking_lot::Mutex<Delivery>,
     pub schemas: SharedSchemas,
+    pub leases: LeaseTable,
 }
 
 /// What a starting gateway read from the registries, and the revisions to follow from.
@@ -80,15 +81,27 @@ impl Shared {
         backend: JetStreamBackend,
         gateway: String,
     ) -> Result<(Self, Loaded), BrokerError> {
-        let topics = TopicRegistry::open(&backend).await?;
-        let offsets = Arc::new(OffsetRegistry::open(&backend).await?);
-        let members = MemberRegistry::open(&backend, gateway.clone()).await?;
-        let delayed = DelayedRegistry::open(&backend, gateway).await?;
-        let schemas = SharedSchemas::open(&backend).await?;
-        let (registry, schemas_revision) = schemas.load().await?;
-        let (committed, offsets_revision) = offsets.load_all().await?;
-        let (metas, topics_revision) = topics.load_all().await?;
-        let (announced, members_revision) = members.load_all().await?;
+        // Concurrently: on a replicated cluster each bucket takes a round of consensus.
+        let (topics, offsets, members, delayed, schemas, leases) = tokio::try_join!(
+            TopicRegistry::open(&backend),
+            OffsetRegistry::open(&backend),
+            MemberRegistry::open(&backend, gateway.clone()),
+            DelayedRegistry::open(&backend, gateway),
+            SharedSchemas::open(&backend),
+            LeaseTable::open(&backend),
+        )?;
+        let offsets = Arc::new(offsets);
+        let (
+            (registry, schemas_revision),
+            (committed, offsets_revision),
+            (metas, topics_revision),
+            (announced, members_revision),
+        ) = tokio::try_join!(
+            schemas.load(),
+            offsets.load_all(),
+            topics.load_all(),
+            members.load_all(),
+        )?;
         let mut live = Vec::new();
         for a in announced {
             let age = Duration::from_millis(now_ms().saturating_sub(a.announced_ms).max(0) as u64);
@@ -109,6 +122,7 @@ impl Shared {
             delayed,
             delivery: parking_lot::Mutex::new(Delivery::default()),
             schemas,
+            leases,
         };
         let loaded = Loaded {
             topics: metas,

@@ -119,7 +119,20 @@ impl JetStreamBackend {
         bucket: &str,
         description: &str,
     ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+        self.key_value_expiring(bucket, description, Duration::ZERO)
+            .await
+    }
+
+    /// [`JetStreamBackend::key_value`] whose entries expire `max_age` after their last
+    /// write (zero: never).
+    pub async fn key_value_expiring(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Duration,
+    ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
         let config = stream::Config {
+            max_age,
             name: format!("KV_{bucket}"),
             description: Some(description.to_string()),
             subjects: vec![format!("$KV.{bucket}.>")],

@@ -27,7 +27,10 @@ pub use offset_registry::{OffsetRegistry, OffsetsChange};
 pub use shared_definitions::{DefinitionChange, SharedDefinitions};
 pub use shared_schemas::SharedSchemas;
 pub use topic_registry::{TopicChange, TopicRegistry};
-pub use work_queue::{LeasedRecord, ReceiptInfo, WorkQueue, WorkQueueConfig, WorkQueueCounts};
+pub use work_queue::{
+    LeaseOutcome, LeaseTable, LeasedRecord, ReceiptInfo, WorkQueue, WorkQueueConfig,
+    WorkQueueCounts,
+};
 
 /// The storage of one topic partition.
 #[derive(Clone)]

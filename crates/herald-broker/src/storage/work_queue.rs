@@ -2,6 +2,15 @@
 //! pull consumer, explicit acks), so every gateway on the same JetStream hands out, acks,
 //! delays and extends the same leases: no lease lives in a gateway's memory.
 //!
+//! JetStream does not fence a lapsed delivery (an ack sent with an earlier delivery's
+//! subject still acknowledges the message, and NATS 2.9 can lose track of redeliveries
+//! when acks arrive for messages it no longer holds), so every lease is also a key of the
+//! [`LeaseTable`] (KV `<PREFIX>_leases`): `<queue>.<sequence>` = the delivery count of
+//! the lease that holds the message now, written when it is handed out. An ack, nack or
+//! dead-lettering first removes that key by compare-and-set, and only the receipt of the
+//! current delivery can: a stale receipt answers `LeaseLost`, a finished one
+//! `AlreadyDone`, and neither reaches JetStream.
+//!
 //! Invariants: a message is leased to at most one puller until its ack wait passes (then
 //! JetStream delivers it again with a higher delivery count); an ack returns only after
 //! the server confirmed it; a receipt is the message's ack subject (without `$JS.ACK.`)
@@ -10,21 +19,58 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{consumer, AckKind};
+use async_nats::jetstream::{consumer, kv, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use herald_log::StoredRecord;
 
 use crate::error::BrokerError;
 use crate::storage::jetstream::JetStreamPartition;
+use crate::storage::JetStreamBackend;
 
 /// Prefix of every JetStream ack subject.
 const ACK_PREFIX: &str = "$JS.ACK.";
+/// Longest one fetch is read.
+const FETCH_LIMIT: Duration = Duration::from_secs(1);
 /// Longest an ack waits for the server's confirmation.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a lease entry outlives its last write (longer than any visibility timeout).
+const LEASE_ENTRY_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// The current lease of every message handed out by any work queue (see the module docs).
+#[derive(Clone)]
+pub struct LeaseTable {
+    kv: kv::Store,
+}
+
+impl LeaseTable {
+    pub async fn open(backend: &JetStreamBackend) -> Result<Self, BrokerError> {
+        let bucket = format!("{}_leases", backend.config().prefix);
+        let kv = backend
+            .key_value_expiring(
+                &bucket,
+                "Herald work-queue leases: the delivery holding each message",
+                LEASE_ENTRY_MAX_AGE,
+            )
+            .await?;
+        Ok(Self { kv })
+    }
+}
+
+/// What became of a receipt's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The receipt held the message; the operation went through.
+    Done,
+    /// The message was handed out again since: this receipt no longer holds it.
+    LeaseLost,
+    /// The message is acknowledged or terminated already.
+    AlreadyDone,
+}
+
 /// Settings of one work queue.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkQueueConfig {
     /// The durable consumer's name (`[A-Za-z0-9_-]`).
     pub consumer: String,
@@ -32,6 +78,7 @@ pub struct WorkQueueConfig {
     pub ack_wait: Duration,
     /// Most messages leased at once (JetStream stops handing out more beyond it).
     pub max_ack_pending: i64,
+    pub leases: LeaseTable,
 }
 
 /// One leased message.
@@ -73,6 +120,14 @@ pub struct WorkQueue {
     client: async_nats::Client,
     stream_name: String,
     consumer_name: String,
+    /// A fetch asks for no more (a request beyond the lease limit stays open until it
+    /// expires).
+    fetch_max: usize,
+    leases: LeaseTable,
+    ack_wait: Duration,
+    /// This queue's keys in the lease table: the stream's name and creation time, hashed
+    /// (a re-created stream of the same name gets other keys).
+    lease_prefix: String,
 }
 
 impl JetStreamPartition {
@@ -96,31 +151,54 @@ impl JetStreamPartition {
             .get_or_create_consumer(&config.consumer, consumer_config)
             .await
             .map_err(|e| self.error("opening the work queue of", e))?;
+        let info = stream.cached_info();
+        let identity = format!("{}@{}", info.config.name, info.created);
+        let lease_prefix = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(identity.as_bytes()));
         Ok(WorkQueue {
             partition: Arc::clone(self),
             consumer,
             client: self.client_handle(),
-            stream_name: stream.cached_info().config.name.clone(),
+            leases: config.leases,
+            ack_wait: config.ack_wait,
+            lease_prefix,
+            stream_name: info.config.name.clone(),
             consumer_name: config.consumer,
+            fetch_max: usize::try_from(config.max_ack_pending)
+                .unwrap_or(usize::MAX)
+                .max(1),
         })
     }
 }
 
 impl WorkQueue {
     /// Leases up to `max` messages that are ready now (never waits: callers poll or
-    /// follow the partition's end).
+    /// follow the partition's end); none while `max_ack_pending` messages are leased.
     pub async fn fetch(&self, max: usize) -> Result<Vec<LeasedRecord>, BrokerError> {
+        // No delivery of this fetch can start before now: its lease lasts at least this.
+        let expires_ms = lease_expiry(self.ack_wait);
         let mut batch = self
             .consumer
             .fetch()
-            .max_messages(max.max(1))
+            .max_messages(max.clamp(1, self.fetch_max))
             .messages()
             .await
             .map_err(|e| self.partition.error("leasing from", e))?;
         let mut out = Vec::new();
-        while let Some(message) = batch.next().await {
+        // A no-wait fetch ends at once when nothing (more) is ready. A request that asks
+        // for more than the lease limit leaves is the exception: the server keeps it open,
+        // so it is bounded here (a message it delivers later is leased until its ack wait).
+        let deadline = tokio::time::Instant::now() + FETCH_LIMIT;
+        loop {
+            let Ok(message) = tokio::time::timeout_at(deadline, batch.next()).await else {
+                tracing::debug!("a work-queue fetch stayed open; ending it");
+                break;
+            };
+            let Some(message) = message else { break };
             let message = match message {
                 Ok(message) => message,
+                // At its lease limit (`max_ack_pending`) the consumer answers 409:
+                // nothing more to lease until an ack.
+                Err(e) if e.to_string().contains("MaxAckPending") => break,
                 Err(e) => {
                     // Messages already received stay leased to us: hand them out.
                     if out.is_empty() {
@@ -155,7 +233,94 @@ impl WorkQueue {
                     .to_string(),
             });
         }
+        // Each message now belongs to this delivery (a failure leaves them leased in
+        // JetStream until their ack wait passes, like a puller that vanished).
+        let writes = out.iter().map(|leased| {
+            let key = self.lease_key(leased.record.offset + 1);
+            let value = lease_value(leased.delivery_count, expires_ms);
+            async move { self.leases.kv.put(key, value).await }
+        });
+        for written in futures::future::join_all(writes).await {
+            written.map_err(|e| self.partition.error("recording leases of", e))?;
+        }
         Ok(out)
+    }
+
+    fn lease_key(&self, sequence: u64) -> String {
+        format!("{}.{sequence}", self.lease_prefix)
+    }
+
+    /// Whether `receipt` holds its message now: its lease entry and that entry's revision.
+    /// With `within_lease`, a lease within [`EXPIRY_MARGIN_MS`] of its end (when JetStream may
+    /// hand the message out again) no longer counts.
+    async fn current_lease(
+        &self,
+        receipt: &str,
+        within_lease: bool,
+    ) -> Result<Result<(String, u64), LeaseOutcome>, BrokerError> {
+        let info = self.parse_receipt(receipt).ok_or_else(|| {
+            BrokerError::Unavailable(format!("`{receipt}` is not a receipt of this queue"))
+        })?;
+        let key = self.lease_key(info.offset + 1);
+        let entry = self
+            .leases
+            .kv
+            .entry(key.clone())
+            .await
+            .map_err(|e| self.partition.error("reading a lease of", e))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(Err(LeaseOutcome::AlreadyDone));
+        };
+        let Some((count, expires_ms)) = parse_lease_value(&entry.value) else {
+            return Ok(Err(LeaseOutcome::LeaseLost));
+        };
+        let lapsed = now_ms().saturating_add(EXPIRY_MARGIN_MS) >= expires_ms;
+        if count != info.delivery_count || (within_lease && lapsed) {
+            return Ok(Err(LeaseOutcome::LeaseLost));
+        }
+        Ok(Ok((key, entry.revision)))
+    }
+
+    /// Ends `receipt`'s lease in the table if it is the current one (compare-and-set): on
+    /// `Done` the caller owns the message and must follow with [`WorkQueue::ack_taken`],
+    /// [`WorkQueue::nak_taken`] or [`WorkQueue::term_taken`] (else JetStream hands it out
+    /// again after its ack wait).
+    pub async fn take(&self, receipt: &str) -> Result<LeaseOutcome, BrokerError> {
+        self.take_checked(receipt, true).await
+    }
+
+    /// [`WorkQueue::take`] of a lease whose time ran out but whose message was not handed
+    /// out again (yet): to dead-letter a lapsed last delivery.
+    pub async fn take_lapsed(&self, receipt: &str) -> Result<LeaseOutcome, BrokerError> {
+        self.take_checked(receipt, false).await
+    }
+
+    async fn take_checked(
+        &self,
+        receipt: &str,
+        within_lease: bool,
+    ) -> Result<LeaseOutcome, BrokerError> {
+        let (key, revision) = match self.current_lease(receipt, within_lease).await? {
+            Ok(current) => current,
+            Err(outcome) => return Ok(outcome),
+        };
+        match self
+            .leases
+            .kv
+            .purge_expect_revision(&key, Some(revision))
+            .await
+        {
+            Ok(()) => Ok(LeaseOutcome::Done),
+            Err(e) => match self.current_lease(receipt, false).await? {
+                // Unchanged: the write itself failed.
+                Ok((_, now)) if now == revision => {
+                    Err(self.partition.error("ending a lease of", e))
+                }
+                // Handed out again (or ended through another gateway) in between.
+                Ok(_) => Ok(LeaseOutcome::LeaseLost),
+                Err(outcome) => Ok(outcome),
+            },
+        }
     }
 
     /// The offset and delivery count a receipt of this queue names; `None` if it is not
@@ -164,8 +329,19 @@ impl WorkQueue {
         parse_receipt(receipt, &self.stream_name, &self.consumer_name)
     }
 
-    /// Acknowledges a message for good; returns once the server confirmed it.
-    pub async fn ack(&self, receipt: &str) -> Result<(), BrokerError> {
+    /// Acknowledges a message for good if `receipt` holds it; returns once the server
+    /// confirmed it.
+    pub async fn ack(&self, receipt: &str) -> Result<LeaseOutcome, BrokerError> {
+        self.subject(receipt)?;
+        let outcome = self.take(receipt).await?;
+        if outcome == LeaseOutcome::Done {
+            self.ack_taken(receipt).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Acknowledges a message taken with [`WorkQueue::take`]; returns once confirmed.
+    pub async fn ack_taken(&self, receipt: &str) -> Result<(), BrokerError> {
         let subject = self.subject(receipt)?;
         tokio::time::timeout(
             ACK_TIMEOUT,
@@ -180,20 +356,64 @@ impl WorkQueue {
         Ok(())
     }
 
-    /// Releases a lease: delivered again after `delay` (at once without one).
-    pub async fn nak(&self, receipt: &str, delay: Option<Duration>) -> Result<(), BrokerError> {
+    /// Hands a message taken with [`WorkQueue::take`] back: again after `delay`.
+    pub async fn nak_taken(
+        &self,
+        receipt: &str,
+        delay: Option<Duration>,
+    ) -> Result<(), BrokerError> {
         self.signal(receipt, AckKind::Nak(delay.filter(|d| !d.is_zero())))
             .await
     }
 
-    /// Restarts the lease's ack wait.
-    pub async fn progress(&self, receipt: &str) -> Result<(), BrokerError> {
-        self.signal(receipt, AckKind::Progress).await
+    /// Never delivers a message taken with [`WorkQueue::take`] again.
+    pub async fn term_taken(&self, receipt: &str) -> Result<(), BrokerError> {
+        self.signal(receipt, AckKind::Term).await
     }
 
-    /// Never delivers the message again (dead-lettered elsewhere first).
-    pub async fn term(&self, receipt: &str) -> Result<(), BrokerError> {
-        self.signal(receipt, AckKind::Term).await
+    /// Releases a lease `receipt` holds: delivered again after `delay` (at once without).
+    pub async fn nak(
+        &self,
+        receipt: &str,
+        delay: Option<Duration>,
+    ) -> Result<LeaseOutcome, BrokerError> {
+        let outcome = self.take(receipt).await?;
+        if outcome == LeaseOutcome::Done {
+            self.nak_taken(receipt, delay).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Restarts the ack wait of a lease `receipt` holds.
+    pub async fn progress(&self, receipt: &str) -> Result<LeaseOutcome, BrokerError> {
+        let (key, revision) = match self.current_lease(receipt, true).await? {
+            Ok(current) => current,
+            Err(outcome) => return Ok(outcome),
+        };
+        let expires_ms = lease_expiry(self.ack_wait);
+        self.signal(receipt, AckKind::Progress).await?;
+        let count = self.parse_receipt(receipt).map_or(0, |r| r.delivery_count);
+        match self
+            .leases
+            .kv
+            .update(&key, lease_value(count, expires_ms), revision)
+            .await
+        {
+            Ok(_) => Ok(LeaseOutcome::Done),
+            // Ended or handed out again in between.
+            Err(_) => Ok(match self.current_lease(receipt, false).await? {
+                Ok(_) => LeaseOutcome::LeaseLost,
+                Err(outcome) => outcome,
+            }),
+        }
+    }
+
+    /// Whether `receipt` holds its message now (no change).
+    pub async fn holds(&self, receipt: &str) -> Result<LeaseOutcome, BrokerError> {
+        Ok(match self.current_lease(receipt, true).await? {
+            Ok(_) => LeaseOutcome::Done,
+            Err(outcome) => outcome,
+        })
     }
 
     /// The consumer's counts, asked of the server.
@@ -237,6 +457,30 @@ impl WorkQueue {
         }
         Ok(format!("{ACK_PREFIX}{receipt}"))
     }
+}
+
+/// A lease ends this close to its expiry as far as acks are concerned: JetStream may hand
+/// the message out again once it passes, and an ack must reach it before.
+const EXPIRY_MARGIN_MS: i64 = 25;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// When a lease granted (or renewed) from now on ends at the earliest.
+fn lease_expiry(ack_wait: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(ack_wait.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A lease table value: `<delivery count> <expires ms>`.
+fn lease_value(delivery_count: u32, expires_ms: i64) -> Bytes {
+    Bytes::from(format!("{delivery_count} {expires_ms}"))
+}
+
+fn parse_lease_value(value: &[u8]) -> Option<(u32, i64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (count, expires) = text.split_once(' ')?;
+    Some((count.parse().ok()?, expires.parse().ok()?))
 }
 
 /// Parses `[<domain>.<account hash>.]<stream>.<consumer>.<delivered>.<stream seq>.

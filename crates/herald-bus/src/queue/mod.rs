@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_broker::storage::WorkQueueConfig;
+use herald_broker::storage::{LeaseOutcome, WorkQueueConfig};
 use herald_broker::PartitionStore;
 use herald_broker::{Broker, BrokerError, TopicConfig};
 use herald_core::codec::decode_event;
@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 
 use crate::error::BusError;
 use journal::Journal;
-use shared::SharedLeases;
+use shared::{LastLease, SharedLeases};
 use state::{JournalEntry, Leased, QueueCounts, QueueState, Receipt, ReceiptOutcome};
 
 /// Longest a pull may wait for messages.
@@ -53,8 +53,6 @@ const DEAD_LETTER_BATCH: usize = 256;
 const SHARED_CONSUMER: &str = "herald-queue";
 /// How often a waiting pull on JetStream storage looks for redeliveries that came due.
 const SHARED_POLL: Duration = Duration::from_millis(200);
-/// Acknowledged records a queue on JetStream keeps when its stream is trimmed.
-const SHARED_TRIM_RECORDS: u64 = 4096;
 /// Why a message is dead-lettered when its deliveries run out without a nack.
 const EXHAUSTED: &str = "visibility timeout expired without an ack";
 
@@ -142,7 +140,9 @@ pub struct QueueConfig {
     pub one_at_a_time: bool,
 }
 
-/// Where a queue's leases live.
+/// Where a queue's leases live. One per queue, built once and never moved: the size
+/// difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Leases {
     /// In this process: state machine plus journal.
     Local {
@@ -224,6 +224,11 @@ impl Queue {
                         consumer: SHARED_CONSUMER.to_string(),
                         ack_wait: Duration::from_millis(config.visibility_timeout_ms.max(1)),
                         max_ack_pending,
+                        leases: broker.lease_table().ok_or_else(|| {
+                            BusError::Broker(BrokerError::Unavailable(
+                                "a JetStream partition without the JetStream lease table".into(),
+                            ))
+                        })?,
                     })
                     .await?;
                 let shared = SharedLeases::new(queue, config.visibility_timeout_ms);
@@ -289,7 +294,7 @@ impl Queue {
                 let end = self.log.next_offset();
                 end.saturating_sub(state.lock().floor())
             }
-            Leases::Shared(shared) => shared.backlog(),
+            Leases::Shared(shared) => shared.backlog(self.log.next_offset()),
         }
     }
 
@@ -379,11 +384,22 @@ impl Queue {
             for leased in fetched {
                 if leased.delivery_count > self.config.max_deliveries {
                     // Handed out once more than allowed (its lease lapsed last time).
-                    let count = leased.delivery_count - 1;
-                    self.dead_letter_events(vec![(leased.record, count, EXHAUSTED.to_string())])
-                        .await?;
-                    shared.terminate(&leased.receipt).await?;
+                    if shared.take(&leased.receipt, false).await? == LeaseOutcome::Done {
+                        let count = leased.delivery_count - 1;
+                        let dead = vec![(leased.record, count, EXHAUSTED.to_string())];
+                        self.dead_letter_events(dead).await?;
+                        shared.terminate_taken(&leased.receipt).await?;
+                    }
                     continue;
+                }
+                if leased.delivery_count >= self.config.max_deliveries {
+                    let lease = LastLease {
+                        offset: leased.record.offset,
+                        delivery_count: leased.delivery_count,
+                        expires_ms: now
+                            .saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX)),
+                    };
+                    shared.watch_last(&leased.receipt, lease);
                 }
                 shared.keep(&leased.receipt, visibility_ms, now);
                 let event = self.decode(&leased.record)?;
@@ -511,7 +527,10 @@ impl Queue {
         let (state, journal) = match &self.leases {
             Leases::Local { state, journal, .. } => (state, journal),
             Leases::Shared(shared) => {
-                return self.per_receipt_shared(receipts, |r| shared.ack(r)).await;
+                let outcomes = self.per_receipt_shared(receipts, |r| shared.ack(r)).await;
+                // A pull waiting on the consumer's lease limit can go on.
+                self.changed.notify_waiters();
+                return outcomes;
             }
         };
         self.per_receipt(state, journal, receipts, |state, receipt, _| {
@@ -548,7 +567,7 @@ impl Queue {
                         None => Ok(ReceiptOutcome::Invalid),
                         Some((offset, count)) if count >= self.config.max_deliveries => {
                             let reason = reason.unwrap_or("delivery attempts exhausted");
-                            self.dead_letter_shared(shared, receipt, offset, count, reason)
+                            self.dead_letter_shared(shared, receipt, offset, count, reason, false)
                                 .await
                         }
                         Some(_) => shared.release(receipt, delay_ms).await,
@@ -626,7 +645,7 @@ impl Queue {
                 return match shared.parse(receipt) {
                     None => Ok(ReceiptOutcome::Invalid),
                     Some((offset, count)) => {
-                        self.dead_letter_shared(shared, receipt, offset, count, reason)
+                        self.dead_letter_shared(shared, receipt, offset, count, reason, false)
                             .await
                     }
                 };
@@ -642,8 +661,9 @@ impl Queue {
         Ok(outcome)
     }
 
-    /// JetStream: publishes the message at `offset` to the dead-letter topic, then
-    /// terminates it in the consumer (a crash in between may dead-letter it twice).
+    /// JetStream: takes the lease `receipt` holds, publishes the message at `offset` to the
+    /// dead-letter topic, then terminates it in the consumer (a crash in between leaves it
+    /// to be handed out again once its ack wait passes, and dead-lettered then).
     async fn dead_letter_shared(
         &self,
         shared: &SharedLeases,
@@ -651,13 +671,19 @@ impl Queue {
         offset: u64,
         count: u32,
         reason: &str,
+        lapsed: bool,
     ) -> Result<ReceiptOutcome, BusError> {
+        match shared.take(receipt, lapsed).await? {
+            LeaseOutcome::Done => {}
+            LeaseOutcome::LeaseLost => return Ok(ReceiptOutcome::LeaseLost),
+            LeaseOutcome::AlreadyDone => return Ok(ReceiptOutcome::AlreadyDone),
+        }
         let records = self.log.read(offset, 1, usize::MAX).await?;
         if let Some(record) = records.into_iter().next().filter(|r| r.offset == offset) {
             self.dead_letter_events(vec![(record, count, reason.to_string())])
                 .await?;
         }
-        shared.terminate(receipt).await?;
+        shared.terminate_taken(receipt).await?;
         Ok(ReceiptOutcome::DeadLettered)
     }
 
@@ -785,16 +811,24 @@ impl Queue {
                 compacting,
             } => (state, journal, compacting),
             Leases::Shared(shared) => {
+                // Acknowledged copies are not purged from the stream: NATS 2.9 can report
+                // an ack floor above messages still waiting for redelivery, so nothing
+                // here knows what is safe to purge (see ARCHITECTURE.md).
                 shared.maintain(now_ms()).await;
-                // The newest acknowledged copies stay: the dispatcher's restart scan
-                // learns from them what it already copied.
-                let trim_to = shared
-                    .counts()
-                    .ack_floor
-                    .saturating_sub(SHARED_TRIM_RECORDS);
-                if trim_to > self.log.start_offset() {
-                    if let Err(e) = self.log.delete_records_before(trim_to) {
-                        tracing::warn!(subscription = %self.config.subscription, error = %e, "trimming the queue log failed");
+                for (receipt, lease) in shared.lapsed_last(now_ms()) {
+                    let dead = self
+                        .dead_letter_shared(
+                            shared,
+                            &receipt,
+                            lease.offset,
+                            lease.delivery_count,
+                            EXHAUSTED,
+                            true,
+                        )
+                        .await;
+                    if let Err(e) = dead {
+                        // Handed out again later, it is dead-lettered by that pull.
+                        tracing::warn!(subscription = %self.config.subscription, error = %e, "dead-lettering a lapsed last delivery failed");
                     }
                 }
                 return;
@@ -862,8 +896,8 @@ impl Queue {
                     }
                 }
                 Leases::Shared(shared) => {
-                    if let Some(renew) = shared.renew_every() {
-                        pause = pause.min(renew);
+                    if let Some(wake) = shared.next_wakeup(now_ms()) {
+                        pause = pause.min(wake);
                     }
                 }
             }

@@ -1,18 +1,19 @@
 //! [`SharedLeases`]: a queue's leases when its log lives in JetStream: a durable
-//! consumer ([`WorkQueue`]) holds them for every gateway, so a message pulled through one
-//! gateway can be acked, nacked or extended through any other, and a dead gateway's
-//! leases simply lapse after the visibility timeout.
+//! consumer ([`WorkQueue`]) holds them for every gateway, fenced by the shared lease table,
+//! so a message pulled through one gateway can be acked, nacked or extended through any
+//! other, and a dead gateway's leases simply lapse after the visibility timeout.
 //!
 //! Invariants: the consumer's ack wait is the subscription's visibility timeout; a
 //! longer lease (a pull or extend asking for more) is kept alive by this gateway with
 //! progress signals until its end or an ack/nack through this gateway; a message is
-//! dead-lettered (published to the dead-letter topic first, then terminated) when a nack
-//! finds its deliveries spent, or when JetStream hands it out once more than allowed.
+//! dead-lettered (its lease taken first, then published to the dead-letter topic, then
+//! terminated) when a nack finds its deliveries spent, or when JetStream hands it out
+//! once more than allowed.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use herald_broker::storage::{LeasedRecord, WorkQueue, WorkQueueCounts};
+use herald_broker::storage::{LeaseOutcome, LeasedRecord, WorkQueue, WorkQueueCounts};
 use parking_lot::Mutex;
 
 use crate::error::BusError;
@@ -27,11 +28,30 @@ struct Kept {
     extra_attempts: u32,
 }
 
+/// A lease on a message's last allowed delivery, handed out through this gateway: when it
+/// lapses, this gateway dead-letters the message (as the embedded queue does at expiry).
+#[derive(Debug, Clone, Copy)]
+pub struct LastLease {
+    pub offset: u64,
+    pub delivery_count: u32,
+    pub expires_ms: i64,
+}
+
 pub struct SharedLeases {
     pub(super) queue: WorkQueue,
     ack_wait_ms: u64,
     counts: Mutex<WorkQueueCounts>,
     kept: Mutex<HashMap<String, Kept>>,
+    last: Mutex<HashMap<String, LastLease>>,
+}
+
+/// The receipt outcome of a lease that was not (any more) the receipt's.
+fn not_held(outcome: LeaseOutcome, held: ReceiptOutcome) -> ReceiptOutcome {
+    match outcome {
+        LeaseOutcome::Done => held,
+        LeaseOutcome::LeaseLost => ReceiptOutcome::LeaseLost,
+        LeaseOutcome::AlreadyDone => ReceiptOutcome::AlreadyDone,
+    }
 }
 
 impl SharedLeases {
@@ -41,7 +61,26 @@ impl SharedLeases {
             ack_wait_ms,
             counts: Mutex::new(WorkQueueCounts::default()),
             kept: Mutex::new(HashMap::new()),
+            last: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Dead-letters `receipt`'s message if this lease lapses (its last allowed delivery).
+    pub fn watch_last(&self, receipt: &str, lease: LastLease) {
+        self.last.lock().insert(receipt.to_string(), lease);
+    }
+
+    /// The last-delivery leases that lapsed by `now_ms` (no longer watched).
+    pub fn lapsed_last(&self, now_ms: i64) -> Vec<(String, LastLease)> {
+        let mut last = self.last.lock();
+        let due: Vec<String> = last
+            .iter()
+            .filter(|(_, l)| l.expires_ms <= now_ms)
+            .map(|(r, _)| r.clone())
+            .collect();
+        due.into_iter()
+            .filter_map(|r| last.remove(&r).map(|l| (r, l)))
+            .collect()
     }
 
     /// Up to `max` ready messages, leased now (never waits).
@@ -62,13 +101,18 @@ impl SharedLeases {
             extra_attempts: 0,
         });
         entry.until_ms = until_ms;
+        if let Some(last) = self.last.lock().get_mut(receipt) {
+            last.expires_ms = until_ms;
+        }
     }
 
     pub fn forget(&self, receipt: &str) {
         self.kept.lock().remove(receipt);
+        self.last.lock().remove(receipt);
     }
 
-    /// The offset and delivery count (counting in-place attempts) of a receipt.
+    /// The offset and delivery count (counting in-place attempts) of a receipt of this
+    /// queue; `None` if it is not one.
     pub fn parse(&self, receipt: &str) -> Option<(u64, u32)> {
         let info = self.queue.parse_receipt(receipt)?;
         let extra = self
@@ -83,21 +127,24 @@ impl SharedLeases {
         if self.queue.parse_receipt(receipt).is_none() {
             return Ok(ReceiptOutcome::Invalid);
         }
-        self.queue.ack(receipt).await?;
+        let outcome = self.queue.ack(receipt).await?;
         self.forget(receipt);
-        Ok(ReceiptOutcome::Acked)
+        Ok(not_held(outcome, ReceiptOutcome::Acked))
     }
 
+    /// Hands a message back (the receipt was parsed by the caller).
     pub async fn release(&self, receipt: &str, delay_ms: u64) -> Result<ReceiptOutcome, BusError> {
-        self.queue
+        let outcome = self
+            .queue
             .nak(receipt, Some(Duration::from_millis(delay_ms)))
             .await?;
         self.forget(receipt);
-        Ok(if delay_ms > 0 {
+        let released = if delay_ms > 0 {
             ReceiptOutcome::Delayed
         } else {
             ReceiptOutcome::Released
-        })
+        };
+        Ok(not_held(outcome, released))
     }
 
     pub async fn extend(
@@ -109,13 +156,16 @@ impl SharedLeases {
         if self.queue.parse_receipt(receipt).is_none() {
             return Ok(ReceiptOutcome::Invalid);
         }
-        self.queue.progress(receipt).await?;
+        let outcome = self.queue.progress(receipt).await?;
         self.forget(receipt);
-        self.keep(receipt, visibility_ms, now_ms);
-        Ok(ReceiptOutcome::Extended)
+        if outcome == LeaseOutcome::Done {
+            self.keep(receipt, visibility_ms, now_ms);
+        }
+        Ok(not_held(outcome, ReceiptOutcome::Extended))
     }
 
-    /// Counts one more attempt of a message kept leased here; the new count.
+    /// Counts one more attempt of a message kept leased here; the new count, or `None`
+    /// if the receipt no longer holds it.
     pub async fn redeliver_in_place(
         &self,
         receipt: &str,
@@ -125,7 +175,10 @@ impl SharedLeases {
         let Some((_, count)) = self.parse(receipt) else {
             return Ok(None);
         };
-        self.queue.progress(receipt).await?;
+        if self.queue.progress(receipt).await? != LeaseOutcome::Done {
+            self.forget(receipt);
+            return Ok(None);
+        }
         self.keep(receipt, visibility_ms.max(self.ack_wait_ms + 1), now_ms);
         if let Some(kept) = self.kept.lock().get_mut(receipt) {
             kept.extra_attempts += 1;
@@ -133,11 +186,21 @@ impl SharedLeases {
         Ok(Some(count.saturating_add(1)))
     }
 
-    /// Never delivers the message again (after it was dead-lettered).
-    pub async fn terminate(&self, receipt: &str) -> Result<(), BusError> {
-        self.queue.term(receipt).await?;
+    /// Takes the message `receipt` holds for dead-lettering (see [`WorkQueue::take`]);
+    /// `lapsed`: its lease may have run out, as long as nobody else was given it.
+    pub async fn take(&self, receipt: &str, lapsed: bool) -> Result<LeaseOutcome, BusError> {
+        let outcome = if lapsed {
+            self.queue.take_lapsed(receipt).await?
+        } else {
+            self.queue.take(receipt).await?
+        };
         self.forget(receipt);
-        Ok(())
+        Ok(outcome)
+    }
+
+    /// Never delivers a taken message again (after it was dead-lettered).
+    pub async fn terminate_taken(&self, receipt: &str) -> Result<(), BusError> {
+        Ok(self.queue.term_taken(receipt).await?)
     }
 
     /// Renews the leases kept past the ack wait and refreshes the counts.
@@ -155,8 +218,10 @@ impl SharedLeases {
                 .collect()
         };
         for receipt in due {
-            if let Err(e) = self.queue.progress(&receipt).await {
-                tracing::warn!(error = %e, "renewing a lease failed; it may lapse");
+            match self.queue.progress(&receipt).await {
+                Ok(LeaseOutcome::Done) => {}
+                Ok(_) => self.forget(&receipt),
+                Err(e) => tracing::warn!(error = %e, "renewing a lease failed; it may lapse"),
             }
         }
         match self.queue.counts().await {
@@ -165,9 +230,23 @@ impl SharedLeases {
         }
     }
 
-    /// The longest pause between two renewals this gateway must keep.
-    pub fn renew_every(&self) -> Option<Duration> {
-        (!self.kept.lock().is_empty()).then(|| Duration::from_millis((self.ack_wait_ms / 4).max(5)))
+    /// The longest pause before this gateway has renewals or lapsed last leases to see to.
+    pub fn next_wakeup(&self, now_ms: i64) -> Option<Duration> {
+        let renew = (!self.kept.lock().is_empty())
+            .then(|| Duration::from_millis((self.ack_wait_ms / 4).max(5)));
+        let lapse = self
+            .last
+            .lock()
+            .values()
+            .map(|l| l.expires_ms)
+            .min()
+            .map(|at| {
+                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0).max(5))
+            });
+        match (renew, lapse) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Counts for describe/metrics, as of the last maintenance round.
@@ -183,8 +262,11 @@ impl SharedLeases {
         }
     }
 
-    pub fn backlog(&self) -> u64 {
+    /// Messages not acknowledged: the log's records past the last delivered one (as of
+    /// the last maintenance round) plus the leased ones (including those waiting to be
+    /// handed out again).
+    pub fn backlog(&self, end_offset: u64) -> u64 {
         let c = *self.counts.lock();
-        c.pending + c.leased
+        end_offset.saturating_sub(c.delivered) + c.leased
     }
 }
