@@ -1071,11 +1071,13 @@ impl Broker {
                     .map(|r| EventRecord::from_stored(topic_name, partition, r))
                     .collect::<Result<Vec<_>, _>>()?;
                 let next_offset = events.last().map_or(offset, |e| e.offset + 1);
+                // The end as of the read (not re-sampled: an append landing meanwhile would
+                // make an empty page look as if it stopped short of the end).
                 return Ok(FetchResult {
                     events,
                     next_offset,
                     start_offset: start,
-                    end_offset: log.next_offset(),
+                    end_offset: end.max(next_offset),
                 });
             }
             let mut shutdown = self.inner.shutdown_signal.subscribe();

@@ -162,17 +162,29 @@ impl Bus {
         let definitions = broker.shared_definitions(SUBSCRIPTION_DEFINITIONS).await?;
         let shared = definitions.is_some();
         let (local_records, checkpoint) = tokio::task::spawn_blocking(move || {
-            let records = if shared {
-                Vec::new()
-            } else {
-                store::load_all(&data_dir)?
-            };
-            Ok::<_, BusError>((records, load_checkpoint(&data_dir)?))
+            Ok::<_, BusError>((store::load_all(&data_dir)?, load_checkpoint(&data_dir)?))
         })
         .await
         .map_err(|e| BusError::io(&config.data_dir, std::io::Error::other(e)))??;
         let (records, revision) = match &definitions {
             Some(definitions) => {
+                // Definitions kept in this data directory (made before subscriptions were
+                // shared) move to the shared bucket once (a name taken meanwhile wins), so
+                // a later delete through any gateway is not undone by this file.
+                for record in &local_records {
+                    let bytes = serde_json::to_vec(record)
+                        .map_err(|e| BusError::io(&config.data_dir, std::io::Error::other(e)))?;
+                    if definitions
+                        .create(&record.spec.name, Bytes::from(bytes))
+                        .await?
+                    {
+                        tracing::info!(subscription = %record.spec.name, "subscription from this data directory shared with every gateway");
+                    }
+                    let (dir, name) = (config.data_dir.clone(), record.spec.name.clone());
+                    tokio::task::spawn_blocking(move || store::remove(&dir, &name))
+                        .await
+                        .map_err(|e| BusError::io(&config.data_dir, std::io::Error::other(e)))??;
+                }
                 let (loaded, revision) = definitions.load().await?;
                 let records = loaded
                     .into_iter()
@@ -182,8 +194,14 @@ impl Bus {
             }
             None => (local_records, 0),
         };
-        // Queue topics without a subscription are leftovers of an interrupted delete.
-        for meta in broker.list_topics() {
+        // Queue topics without a subscription are leftovers of an interrupted delete (on
+        // JetStream another gateway may be creating one right now: left alone there).
+        let topics = if shared {
+            Vec::new()
+        } else {
+            broker.list_topics()
+        };
+        for meta in topics {
             if let Some(name) = meta.name.strip_prefix(QUEUE_TOPIC_PREFIX) {
                 let owned = records
                     .iter()

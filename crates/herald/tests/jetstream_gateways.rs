@@ -748,3 +748,47 @@ fn subscriptions_created_or_deleted_on_one_gateway_change_on_every_gateway() {
         .get("/v1/subscriptions/audit")
         .expect_status(200);
 }
+
+#[test]
+fn a_subscription_kept_in_a_data_directory_is_shared_when_its_gateway_starts() {
+    // A definition file as a single-node Herald writes it (subscriptions were not shared
+    // on JetStream before): made by an embedded server, then put in a gateway's directory.
+    let embedded = Server::start_with_args(&["--storage", "local"]);
+    let local = embedded.api();
+    local.create_topic("jobs", 1);
+    local
+        .post_json(
+            "/v1/subscriptions",
+            &json!({"name": "legacy", "topic": "jobs", "target": {"type": "queue"}}),
+        )
+        .expect_status(201);
+    let file = embedded
+        .data_dir()
+        .join("subscriptions")
+        .join("legacy.json");
+    let definition = std::fs::read(&file).expect("the definition file");
+
+    let nats = NatsServer::start_temp();
+    let mut one = gateway(&nats.url(), &[]);
+    one.api().create_topic("jobs", 1);
+    one.terminate();
+    let moved = one.data_dir().join("subscriptions").join("legacy.json");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::write(&moved, &definition).unwrap();
+    one.restart();
+    let two = gateway(&nats.url(), &[]);
+    two.api().get("/v1/subscriptions/legacy").expect_status(200);
+    assert!(
+        !moved.exists(),
+        "the file is gone once the definition is shared"
+    );
+    // Deleted through gateway two, it does not come back when gateway one restarts.
+    two.api()
+        .delete("/v1/subscriptions/legacy")
+        .expect_status(204);
+    one.terminate();
+    one.restart();
+    one.api()
+        .get("/v1/subscriptions/legacy")
+        .expect_error(404, "subscription_not_found");
+}
