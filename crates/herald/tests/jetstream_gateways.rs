@@ -33,6 +33,14 @@ fn gateway(nats_url: &str, extra: &[&str]) -> Server {
     Server::start_with_args(&args)
 }
 
+/// A nats-server and two gateways on it.
+fn two_gateways() -> (NatsServer, Server, Server) {
+    let nats = NatsServer::start_temp();
+    let one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
+    (nats, one, two)
+}
+
 /// Publishes one event; `Some((partition, offset))` only when the gateway acknowledged it.
 fn try_publish(api: &Api, topic: &str, event: &Value) -> Option<(u32, u64)> {
     let builder = api
@@ -73,9 +81,7 @@ fn wait_topic_visible(api: &Api, topic: &str) {
 
 #[test]
 fn topics_and_events_are_shared_by_every_gateway() {
-    let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
 
     a.create_topic("orders", 3);
@@ -144,9 +150,7 @@ fn topics_and_events_are_shared_by_every_gateway() {
 #[test]
 fn a_killed_gateway_loses_nothing_it_acknowledged() {
     let seed = common::seed();
-    let nats = NatsServer::start_temp();
-    let mut one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, mut one, two) = two_gateways();
     one.api().create_topic("payments", 2);
     wait_topic_visible(&two.api(), "payments");
 
@@ -285,9 +289,7 @@ fn member_fetch(api: &Api, member: &str, max: u32) -> Vec<Value> {
 
 #[test]
 fn a_group_resumes_on_another_gateway_from_the_offsets_committed_on_the_first() {
-    let nats = NatsServer::start_temp();
-    let mut one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, mut one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
     a.create_topic("invoices", 1);
     wait_topic_visible(&b, "invoices");
@@ -399,9 +401,7 @@ fn consume(
 
 #[test]
 fn a_group_spread_over_two_gateways_carries_on_when_one_dies() {
-    let nats = NatsServer::start_temp();
-    let mut one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, mut one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
     a.create_topic("payments", 4);
     wait_topic_visible(&b, "payments");
@@ -508,9 +508,7 @@ fn a_group_spread_over_two_gateways_carries_on_when_one_dies() {
 
 #[test]
 fn delayed_events_are_delivered_once_by_whichever_gateway_survives() {
-    let nats = NatsServer::start_temp();
-    let mut one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, mut one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
     a.create_topic("reminders", 1);
     wait_topic_visible(&b, "reminders");
@@ -559,9 +557,7 @@ fn delayed_events_are_delivered_once_by_whichever_gateway_survives() {
 
 #[test]
 fn a_schema_registered_on_one_gateway_is_enforced_by_every_gateway() {
-    let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
     a.create_topic("orders", 1);
     wait_topic_visible(&b, "orders");
@@ -637,9 +633,7 @@ fn ack(api: &Api, subscription: &str, messages: &[Value]) {
 
 #[test]
 fn a_queue_subscription_is_served_by_every_gateway_and_outlives_one() {
-    let nats = NatsServer::start_temp();
-    let mut one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (_nats, mut one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
     a.create_topic("jobs", 2);
     wait_topic_visible(&b, "jobs");
@@ -723,9 +717,7 @@ fn a_queue_subscription_is_served_by_every_gateway_and_outlives_one() {
 
 #[test]
 fn subscriptions_created_or_deleted_on_one_gateway_change_on_every_gateway() {
-    let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
+    let (nats, one, two) = two_gateways();
     let (a, b) = (one.api(), two.api());
     a.create_topic("orders", 1);
     wait_topic_visible(&b, "orders");

@@ -199,6 +199,24 @@ async fn opened_topic(
     }
 }
 
+/// Waits until the queue log's end moves, `notified` fires or `pause` passes.
+async fn wait_change(
+    watch: &mut tokio::sync::watch::Receiver<u64>,
+    notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    pause: Duration,
+) -> Result<(), BusError> {
+    tokio::select! {
+        changed = watch.changed() => {
+            if changed.is_err() {
+                return Err(BusError::ShuttingDown);
+            }
+        }
+        _ = notified => {}
+        _ = tokio::time::sleep(pause) => {}
+    }
+    Ok(())
+}
+
 impl Queue {
     /// Opens the queue: creates its log topic if needed, recovers its state from
     /// `state_dir` (snapshot + journal replay).
@@ -351,15 +369,7 @@ impl Queue {
                 let until = u64::try_from(wake.saturating_sub(now_ms())).unwrap_or(0);
                 pause = pause.min(Duration::from_millis(until.max(1)));
             }
-            tokio::select! {
-                changed = watch.changed() => {
-                    if changed.is_err() {
-                        return Err(BusError::ShuttingDown);
-                    }
-                }
-                _ = notified => {}
-                _ = tokio::time::sleep(pause) => {}
-            }
+            wait_change(&mut watch, notified, pause).await?;
         }
     }
 
@@ -422,15 +432,7 @@ impl Queue {
                 return Ok(Vec::new());
             }
             let pause = (deadline - now).min(SHARED_POLL);
-            tokio::select! {
-                changed = watch.changed() => {
-                    if changed.is_err() {
-                        return Err(BusError::ShuttingDown);
-                    }
-                }
-                _ = notified => {}
-                _ = tokio::time::sleep(pause) => {}
-            }
+            wait_change(&mut watch, notified, pause).await?;
         }
     }
 
