@@ -56,8 +56,9 @@ fn lease_ack_nack_extend_redeliver_dead_letter_and_redrive() {
         vec!["acked", "acked"]
     );
 
-    // After the delay it comes back with delivery count 2.
-    let again = pull(&api, "workers", 10, 200, 3_000);
+    // After the delay it comes back with delivery count 2 (leased for 2 s: the extend
+    // below must find the lease alive on a loaded machine too).
+    let again = pull(&api, "workers", 10, 2_000, 3_000);
     assert_eq!(again.len(), 1);
     assert_eq!(message_id(&again[0]), message_id(&first[1]));
     assert_eq!(again[0]["delivery_count"], 2);

@@ -407,7 +407,9 @@ fn a_group_spread_over_two_gateways_carries_on_when_one_dies() {
     wait_topic_visible(&b, "payments");
 
     // One member per gateway: both gateways agree on one split of the four partitions.
-    let session = json!({"topics": ["payments"], "session_timeout_ms": 3_000, "auto_offset_reset": "earliest"});
+    // (6 s sessions: re-announced every 2 s, so a loaded machine delaying a heartbeat by a
+    // second or two does not expire a live member.)
+    let session = json!({"topics": ["payments"], "session_timeout_ms": 6_000, "auto_offset_reset": "earliest"});
     let member_a = a.join_group("settle", &session)["member_id"]
         .as_str()
         .expect("member_id")

@@ -89,11 +89,16 @@ impl SharedLeases {
     }
 
     /// Keeps `receipt` leased until `now + visibility_ms` if that is past the ack wait.
+    /// (A lease just granted or renewed lasts the ack wait at least.)
     pub fn keep(&self, receipt: &str, visibility_ms: u64, now_ms: i64) {
+        let lasts_ms = visibility_ms.max(self.ack_wait_ms);
+        let until_ms = now_ms.saturating_add(i64::try_from(lasts_ms).unwrap_or(i64::MAX));
+        if let Some(last) = self.last.lock().get_mut(receipt) {
+            last.expires_ms = until_ms;
+        }
         if visibility_ms <= self.ack_wait_ms {
             return;
         }
-        let until_ms = now_ms.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
         let mut kept = self.kept.lock();
         let entry = kept.entry(receipt.to_string()).or_insert(Kept {
             until_ms,
@@ -101,9 +106,6 @@ impl SharedLeases {
             extra_attempts: 0,
         });
         entry.until_ms = until_ms;
-        if let Some(last) = self.last.lock().get_mut(receipt) {
-            last.expires_ms = until_ms;
-        }
     }
 
     pub fn forget(&self, receipt: &str) {
@@ -157,9 +159,12 @@ impl SharedLeases {
             return Ok(ReceiptOutcome::Invalid);
         }
         let outcome = self.queue.progress(receipt).await?;
-        self.forget(receipt);
         if outcome == LeaseOutcome::Done {
+            // The new end replaces the old one (a watched last delivery keeps its watch).
+            self.kept.lock().remove(receipt);
             self.keep(receipt, visibility_ms, now_ms);
+        } else {
+            self.forget(receipt);
         }
         Ok(not_held(outcome, ReceiptOutcome::Extended))
     }
