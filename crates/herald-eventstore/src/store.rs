@@ -107,7 +107,7 @@ pub(crate) struct Inner {
     /// Why writes are refused, after a write whose outcome is unknown.
     poisoned: Mutex<Option<String>>,
     snapshots: SnapshotStore,
-    persistent: crate::persistent::Registry,
+    persistent: crate::persistent::Groups,
     /// Log appends whose records may not be in the index yet (see [`PendingWrite`]).
     pending_writes: AtomicU64,
     /// The end of the last index checkpoint written or loaded.
@@ -171,7 +171,9 @@ impl EventStore {
             dir.join("snapshots"),
             config.max_snapshot_bytes,
         )?);
-        let persistent = crate::persistent::Registry::open(dir.join("persistent"))?;
+        let persistent = crate::persistent::Groups::Local(crate::persistent::Registry::open(
+            dir.join("persistent"),
+        )?);
         let (changes, _) = watch::channel(0);
         let store = Self {
             inner: Arc::new(Inner {
@@ -205,8 +207,9 @@ impl EventStore {
     /// `<PREFIX>_ES` is the source of truth, shared by every gateway on the same NATS, and
     /// `<dir>/mirror/` is this gateway's local copy of it, wiped and rebuilt from JetStream
     /// sequence 1 here (the open takes as long as replaying every write once). Snapshots
-    /// live in the KV bucket `<PREFIX>_snapshots`; persistent subscriptions stay in
-    /// `<dir>/persistent/`, per gateway.
+    /// live in the KV bucket `<PREFIX>_snapshots`; persistent subscriptions are shared by
+    /// every gateway (KV `<PREFIX>_es_subscriptions` and a queue and a parked stream per
+    /// group, see [`crate::persistent::shared`]).
     pub async fn open_jetstream(
         dir: impl Into<PathBuf>,
         config: EventStoreConfig,
@@ -218,7 +221,7 @@ impl EventStore {
         config.index_checkpoint_records = 0;
         let log_config = mirror_log_config(&config.log);
         let local = dir.clone();
-        let (lock, log, persistent) = tokio::task::spawn_blocking(move || {
+        let (lock, log) = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&local).map_err(|e| EventStoreError::io(&local, e))?;
             let lock = lock_dir(&local)?;
             let mirror = local.join("mirror");
@@ -228,12 +231,14 @@ impl EventStore {
                 Err(e) => return Err(EventStoreError::io(&mirror, e)),
             }
             let log = PartitionLog::open(mirror, log_config)?;
-            let persistent = crate::persistent::Registry::open(local.join("persistent"))?;
-            Ok::<_, EventStoreError>((lock, log, persistent))
+            Ok::<_, EventStoreError>((lock, log))
         })
         .await
         .map_err(|_| EventStoreError::Closed)??;
         let remote = Arc::new(crate::jetstream::Remote::open(backend).await?);
+        let persistent = crate::persistent::Groups::Shared(
+            crate::persistent::shared::SharedRegistry::open(backend).await?,
+        );
         let snapshots = SnapshotStore::Kv(Box::new(
             KvSnapshots::open(backend, config.max_snapshot_bytes).await?,
         ));
@@ -1016,22 +1021,17 @@ impl EventStore {
         &self,
         request: CreatePersistent,
     ) -> Result<PersistentInfo, EventStoreError> {
-        self.inner.persistent.create(self, request).await?.info()
+        self.inner.persistent.create(self, request).await
     }
 
     /// Every persistent subscription, sorted by group name.
     pub fn list_persistent(&self) -> Result<Vec<PersistentInfo>, EventStoreError> {
-        self.inner
-            .persistent
-            .list()
-            .iter()
-            .map(|g| g.info())
-            .collect()
+        self.inner.persistent.list()
     }
 
     /// One group's settings, checkpoint and counts.
     pub fn persistent_info(&self, group: &str) -> Result<PersistentInfo, EventStoreError> {
-        self.inner.persistent.get(group)?.info()
+        self.inner.persistent.info(group)
     }
 
     /// Deletes a group with its checkpoint and parked list.
@@ -1052,8 +1052,10 @@ impl EventStore {
         if let Some(ms) = visibility_ms {
             crate::persistent::check_visibility("visibility_timeout_ms", ms)?;
         }
-        let group = self.inner.persistent.get(group)?;
-        group.read(self, max, visibility_ms, wait).await
+        self.inner
+            .persistent
+            .read(self, group, max, visibility_ms, wait)
+            .await
     }
 
     /// Acknowledges leased events; returns once it is durable.
@@ -1063,7 +1065,7 @@ impl EventStore {
         receipts: &[String],
     ) -> Result<Vec<(String, ReceiptOutcome)>, EventStoreError> {
         check_receipts(receipts)?;
-        self.inner.persistent.get(group)?.ack(receipts).await
+        self.inner.persistent.ack(group, receipts).await
     }
 
     /// Gives leased events back: retry (possibly delayed), park or skip.
@@ -1077,8 +1079,7 @@ impl EventStore {
         check_receipts(receipts)?;
         self.inner
             .persistent
-            .get(group)?
-            .nack(receipts, action, reason)
+            .nack(group, receipts, action, reason)
             .await
     }
 
@@ -1089,15 +1090,12 @@ impl EventStore {
         from: u64,
         max: usize,
     ) -> Result<Vec<ParkedEvent>, EventStoreError> {
-        self.inner
-            .persistent
-            .get(group)?
-            .list_parked(self, from, max)
+        self.inner.persistent.list_parked(self, group, from, max)
     }
 
     /// Puts every parked event of `group` back into its queue; returns how many.
     pub async fn replay_parked(&self, group: &str) -> Result<u64, EventStoreError> {
-        self.inner.persistent.get(group)?.replay_parked().await
+        self.inner.persistent.replay_parked(group).await
     }
 
     /// Flushes and closes the log (waits for queued appends). Later writes fail with

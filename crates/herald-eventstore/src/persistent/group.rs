@@ -60,8 +60,8 @@ const PARK_BATCH: usize = 256;
 const REPLAY_BATCH: usize = 1024;
 const QUEUE_RECORD_BYTES: usize = 17;
 const PARKED_RECORD_BYTES: usize = 20;
-const KIND_SOURCE: u8 = 0;
-const KIND_REPLAYED: u8 = 1;
+pub(super) const KIND_SOURCE: u8 = 0;
+pub(super) const KIND_REPLAYED: u8 = 1;
 const PARKED_FILE: &str = "parked.json";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,14 +70,14 @@ struct ParkedFile {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct QueueRecord {
-    kind: u8,
-    position: u64,
-    cursor: u64,
+pub(super) struct QueueRecord {
+    pub(super) kind: u8,
+    pub(super) position: u64,
+    pub(super) cursor: u64,
 }
 
 impl QueueRecord {
-    fn encode(&self) -> Bytes {
+    pub(super) fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(QUEUE_RECORD_BYTES);
         out.push(self.kind);
         out.extend_from_slice(&self.position.to_le_bytes());
@@ -85,7 +85,7 @@ impl QueueRecord {
         Bytes::from(out)
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() != QUEUE_RECORD_BYTES {
             return None;
         }
@@ -99,7 +99,7 @@ impl QueueRecord {
     }
 }
 
-fn encode_parked(queue_offset: u64, position: u64, deliveries: u32) -> Bytes {
+pub(super) fn encode_parked(queue_offset: u64, position: u64, deliveries: u32) -> Bytes {
     let mut out = Vec::with_capacity(PARKED_RECORD_BYTES);
     out.extend_from_slice(&queue_offset.to_le_bytes());
     out.extend_from_slice(&position.to_le_bytes());
@@ -107,7 +107,7 @@ fn encode_parked(queue_offset: u64, position: u64, deliveries: u32) -> Bytes {
     Bytes::from(out)
 }
 
-fn decode_parked(bytes: &[u8]) -> Option<(u64, u64, u32)> {
+pub(super) fn decode_parked(bytes: &[u8]) -> Option<(u64, u64, u32)> {
     if bytes.len() != PARKED_RECORD_BYTES {
         return None;
     }
@@ -659,7 +659,7 @@ fn read_queue_record(queue: &PartitionLog, offset: u64) -> Result<QueueRecord, E
         })
 }
 
-fn map_outcome(outcome: QueueOutcome) -> ReceiptOutcome {
+pub(super) fn map_outcome(outcome: QueueOutcome) -> ReceiptOutcome {
     match outcome {
         QueueOutcome::Acked => ReceiptOutcome::Acked,
         QueueOutcome::Released | QueueOutcome::Extended => ReceiptOutcome::Retried,
@@ -671,7 +671,7 @@ fn map_outcome(outcome: QueueOutcome) -> ReceiptOutcome {
     }
 }
 
-fn truncate(text: &str, max_bytes: usize) -> String {
+pub(super) fn truncate(text: &str, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
         return text.to_string();
     }

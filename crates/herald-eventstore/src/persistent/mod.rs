@@ -8,8 +8,11 @@
 //! Invariants: a group name is unique; a group's directory holds `settings.json` once
 //! it is fully created (a directory without it is a creation a crash interrupted and is
 //! removed on open); create and delete are serialized by `admin`.
+//! On JetStream the groups are shared by every gateway instead ([`shared`]); [`Groups`]
+//! is the one handle the store uses for either.
 
 pub(crate) mod group;
+pub(crate) mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -513,20 +516,7 @@ impl Registry {
         store: &EventStore,
         request: CreatePersistent,
     ) -> Result<Arc<Group>, EventStoreError> {
-        herald_core::name::validate_name("group", &request.group)?;
-        let visibility_timeout_ms = check_visibility(
-            "visibility_timeout_ms",
-            request
-                .visibility_timeout_ms
-                .unwrap_or(VISIBILITY_TIMEOUT_MS_DEFAULT),
-        )?;
-        let max_retries = request.max_retries.unwrap_or(MAX_RETRIES_DEFAULT);
-        if max_retries > MAX_RETRIES_MAX {
-            return Err(EventStoreError::invalid(
-                "max_retries",
-                format!("must be at most {MAX_RETRIES_MAX}"),
-            ));
-        }
+        let settings = new_settings(store, &request)?;
         let _admin = self.admin.lock().await;
         {
             let groups = self.groups.read();
@@ -542,19 +532,6 @@ impl Registry {
                 ));
             }
         }
-        let start_after = match request.start {
-            StartFrom::Start => None,
-            StartFrom::End => store.end_position().checked_sub(1),
-            StartFrom::Position(p) => p.checked_sub(1),
-        };
-        let settings = PersistentSettings {
-            group: request.group.clone(),
-            target: request.target,
-            start_after,
-            visibility_timeout_ms,
-            max_retries,
-            created_at_ms: crate::store::now_ms(),
-        };
         let path = self.dir.join(&settings.group);
         let group = blocking(move || create_group(path, settings)).await?;
         let group = Arc::new(group);
@@ -582,6 +559,156 @@ impl Registry {
     pub fn close(&self) {
         for group in self.groups.read().values() {
             group.close();
+        }
+    }
+}
+
+/// The settings of a group `request` creates now (validated).
+pub(crate) fn new_settings(
+    store: &EventStore,
+    request: &CreatePersistent,
+) -> Result<PersistentSettings, EventStoreError> {
+    herald_core::name::validate_name("group", &request.group)?;
+    let visibility_timeout_ms = check_visibility(
+        "visibility_timeout_ms",
+        request
+            .visibility_timeout_ms
+            .unwrap_or(VISIBILITY_TIMEOUT_MS_DEFAULT),
+    )?;
+    let max_retries = request.max_retries.unwrap_or(MAX_RETRIES_DEFAULT);
+    if max_retries > MAX_RETRIES_MAX {
+        return Err(EventStoreError::invalid(
+            "max_retries",
+            format!("must be at most {MAX_RETRIES_MAX}"),
+        ));
+    }
+    let start_after = match request.start {
+        StartFrom::Start => None,
+        StartFrom::End => store.end_position().checked_sub(1),
+        StartFrom::Position(p) => p.checked_sub(1),
+    };
+    Ok(PersistentSettings {
+        group: request.group.clone(),
+        target: request.target.clone(),
+        start_after,
+        visibility_timeout_ms,
+        max_retries,
+        created_at_ms: crate::store::now_ms(),
+    })
+}
+
+/// The groups of one store: in its directory (embedded) or shared on JetStream.
+pub(crate) enum Groups {
+    Local(Registry),
+    Shared(Arc<shared::SharedRegistry>),
+}
+
+impl Groups {
+    pub async fn create(
+        &self,
+        store: &EventStore,
+        request: CreatePersistent,
+    ) -> Result<PersistentInfo, EventStoreError> {
+        match self {
+            Self::Local(r) => r.create(store, request).await?.info(),
+            Self::Shared(r) => r.create(store, request).await?.info(),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<PersistentInfo>, EventStoreError> {
+        match self {
+            Self::Local(r) => r.list().iter().map(|g| g.info()).collect(),
+            Self::Shared(r) => r.list().iter().map(|g| g.info()).collect(),
+        }
+    }
+
+    pub fn info(&self, group: &str) -> Result<PersistentInfo, EventStoreError> {
+        match self {
+            Self::Local(r) => r.get(group)?.info(),
+            Self::Shared(r) => r.get(group)?.info(),
+        }
+    }
+
+    pub async fn delete(&self, group: &str) -> Result<(), EventStoreError> {
+        match self {
+            Self::Local(r) => r.delete(group).await,
+            Self::Shared(r) => r.delete(group).await,
+        }
+    }
+
+    pub async fn read(
+        &self,
+        store: &EventStore,
+        group: &str,
+        max: usize,
+        visibility_ms: Option<u64>,
+        wait: Duration,
+    ) -> Result<Vec<PersistentEvent>, EventStoreError> {
+        match self {
+            Self::Local(r) => r.get(group)?.read(store, max, visibility_ms, wait).await,
+            Self::Shared(r) => {
+                r.get_or_open(group)
+                    .await?
+                    .read(store, max, visibility_ms, wait)
+                    .await
+            }
+        }
+    }
+
+    pub async fn ack(
+        &self,
+        group: &str,
+        receipts: &[String],
+    ) -> Result<Vec<(String, ReceiptOutcome)>, EventStoreError> {
+        match self {
+            Self::Local(r) => r.get(group)?.ack(receipts).await,
+            Self::Shared(r) => r.get_or_open(group).await?.ack(receipts).await,
+        }
+    }
+
+    pub async fn nack(
+        &self,
+        group: &str,
+        receipts: &[String],
+        action: NackAction,
+        reason: Option<&str>,
+    ) -> Result<Vec<(String, ReceiptOutcome)>, EventStoreError> {
+        match self {
+            Self::Local(r) => r.get(group)?.nack(receipts, action, reason).await,
+            Self::Shared(r) => {
+                r.get_or_open(group)
+                    .await?
+                    .nack(receipts, action, reason)
+                    .await
+            }
+        }
+    }
+
+    pub fn list_parked(
+        &self,
+        store: &EventStore,
+        group: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<ParkedEvent>, EventStoreError> {
+        match self {
+            Self::Local(r) => r.get(group)?.list_parked(store, from, max),
+            Self::Shared(r) => r.get(group)?.list_parked(store, from, max),
+        }
+    }
+
+    pub async fn replay_parked(&self, group: &str) -> Result<u64, EventStoreError> {
+        match self {
+            Self::Local(r) => r.get(group)?.replay_parked().await,
+            Self::Shared(r) => r.replay_parked(group).await,
+        }
+    }
+
+    /// Flushes (embedded) or stops following (JetStream). Blocking.
+    pub fn close(&self) {
+        match self {
+            Self::Local(r) => r.close(),
+            Self::Shared(r) => r.close(),
         }
     }
 }

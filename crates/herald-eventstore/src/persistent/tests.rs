@@ -310,3 +310,137 @@ async fn subscriptions_skip_hidden_events() {
     let ids: BTreeSet<&str> = got.iter().map(|e| e.event.event.id.as_str()).collect();
     assert_eq!(ids, expected);
 }
+
+/// Two stores (two gateways) on one nats-server share a group: created on one, read on
+/// the other, acked, nacked, parked and replayed across them.
+mod shared {
+    use super::*;
+    use herald_broker::storage::{JetStreamBackend, JetStreamConfig};
+    use herald_testkit::nats::NatsServer;
+
+    async fn open_js(dir: &std::path::Path, url: &str) -> EventStore {
+        let backend = JetStreamBackend::connect(JetStreamConfig::new(url))
+            .await
+            .expect("connect");
+        EventStore::open_jetstream(dir, EventStoreConfig::default(), &backend)
+            .await
+            .expect("open on JetStream")
+    }
+
+    async fn read_until(store: &EventStore, group: &str, want: usize) -> Vec<PersistentEvent> {
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while out.len() < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {want}",
+                out.len()
+            );
+            out.extend(
+                store
+                    .read_persistent(group, want - out.len(), None, Duration::from_millis(500))
+                    .await
+                    .expect("read"),
+            );
+        }
+        out
+    }
+
+    use crate::persistent::PersistentEvent;
+
+    fn ids(events: &[PersistentEvent]) -> BTreeSet<String> {
+        events.iter().map(|e| e.event.event.id.clone()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_share_one_group() {
+        let nats = NatsServer::start_temp();
+        let (d1, d2) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let one = open_js(d1.path(), &nats.url()).await;
+        let two = open_js(d2.path(), &nats.url()).await;
+        append(&one, "order-1", &["a", "b", "c", "d"]).await;
+        append(&one, "user-1", &["u"]).await;
+        one.create_persistent(create("g", "order-*", 1))
+            .await
+            .expect("create");
+        assert!(matches!(
+            two.create_persistent(create("g", "$all", 1)).await,
+            Err(EventStoreError::SubscriptionExists { .. })
+        ));
+        let got = read_until(&two, "g", 4).await;
+        assert_eq!(ids(&got), ["a", "b", "c", "d"].map(String::from).into());
+        let receipt = |id: &str| {
+            vec![got
+                .iter()
+                .find(|e| e.event.event.id == id)
+                .expect("delivered")
+                .receipt
+                .clone()]
+        };
+        let acked = one.ack_persistent("g", &receipt("a")).await.expect("ack");
+        assert_eq!(acked[0].1, ReceiptOutcome::Acked);
+        let again = two.ack_persistent("g", &receipt("a")).await.expect("ack");
+        assert_eq!(again[0].1, ReceiptOutcome::AlreadyDone);
+        let parked = two
+            .nack_persistent("g", &receipt("b"), NackAction::Park, Some("bad"))
+            .await
+            .expect("park");
+        assert_eq!(parked[0].1, ReceiptOutcome::Parked);
+        let skipped = one
+            .nack_persistent("g", &receipt("c"), NackAction::Skip, None)
+            .await
+            .expect("skip");
+        assert_eq!(skipped[0].1, ReceiptOutcome::Skipped);
+        let retried = one
+            .nack_persistent("g", &receipt("d"), NackAction::Retry { delay_ms: 0 }, None)
+            .await
+            .expect("retry");
+        assert_eq!(retried[0].1, ReceiptOutcome::Retried);
+        let d = read_until(&one, "g", 1).await;
+        assert_eq!(
+            (d[0].event.event.id.as_str(), d[0].delivery_count),
+            ("d", 2)
+        );
+        let stale = two.ack_persistent("g", &receipt("d")).await.expect("ack");
+        assert_eq!(stale[0].1, ReceiptOutcome::LeaseLost);
+        let exhausted = two
+            .nack_persistent(
+                "g",
+                &[d[0].receipt.clone()],
+                NackAction::Retry { delay_ms: 0 },
+                None,
+            )
+            .await
+            .expect("retry");
+        assert_eq!(exhausted[0].1, ReceiptOutcome::Parked, "max_retries 1");
+        let list = two.list_parked("g", 0, 10).expect("parked");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].reason, "bad");
+        assert_eq!(list[1].reason, "delivery attempts exhausted");
+        assert_eq!(one.replay_parked("g").await.expect("replay"), 2);
+        assert_eq!(one.replay_parked("g").await.expect("replay"), 0);
+        let back = read_until(&two, "g", 2).await;
+        assert_eq!(ids(&back), ["b", "d"].map(String::from).into());
+        assert!(back.iter().all(|e| e.delivery_count == 1));
+        let receipts: Vec<String> = back.iter().map(|e| e.receipt.clone()).collect();
+        let acked = one.ack_persistent("g", &receipts).await.expect("ack");
+        assert!(acked.iter().all(|(_, o)| *o == ReceiptOutcome::Acked));
+        let info = one.persistent_info("g").expect("info");
+        assert_eq!(
+            (info.in_flight, info.pending, info.parked),
+            (0, 0, 0),
+            "{info:?}"
+        );
+        two.delete_persistent("g").await.expect("delete");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while one.persistent_info("g").is_ok() {
+            assert!(std::time::Instant::now() < deadline, "still listed on one");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        one.close().expect("close");
+        two.close().expect("close");
+    }
+}
