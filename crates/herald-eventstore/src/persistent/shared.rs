@@ -66,7 +66,10 @@ const MIRROR_WAIT: Duration = Duration::from_secs(30);
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Parked records replayed per append.
 const REPLAY_BATCH: usize = 1024;
-/// Pause before following the bucket again after its watch ended.
+/// How often opening a group is retried before the error is returned.
+const OPEN_ATTEMPTS: u32 = 5;
+/// Pause before following the bucket again after its watch ended (and between retries
+/// of groups this gateway failed to open).
 const WATCH_RETRY: Duration = Duration::from_millis(500);
 const REPLAYED_SUFFIX: &str = ".replayed";
 
@@ -199,7 +202,20 @@ impl SharedRegistry {
                 return Ok(Arc::clone(group));
             }
         }
-        let group = SharedGroup::open(&self.backend, &self.leases, &stored).await?;
+        // Two gateways opening a new group's streams at once can race in JetStream
+        // ("subjects overlap"): the loser tries again and finds them.
+        let mut attempt = 0;
+        let group = loop {
+            match SharedGroup::open(&self.backend, &self.leases, &stored).await {
+                Ok(group) => break group,
+                Err(error) if attempt < OPEN_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(%error, attempt, "opening a persistent subscription failed; retrying");
+                    tokio::time::sleep(WATCH_RETRY / 5 * attempt).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let before = match self.kv.entry(replayed_key(&stored.group)).await {
             Ok(Some(e)) if e.operation == Operation::Put => parse_u64(&e.value),
             _ => 0,
@@ -382,10 +398,33 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
         };
         drop(this);
         tokio::pin!(changes);
-        while let Some(entry) = changes.next().await {
+        // Groups this gateway failed to open, by key: tried again every `WATCH_RETRY`.
+        let mut failed: HashMap<String, Bytes> = HashMap::new();
+        let mut retry = tokio::time::interval(WATCH_RETRY);
+        loop {
+            let entry = tokio::select! {
+                entry = changes.next() => match entry {
+                    Some(entry) => entry,
+                    None => break,
+                },
+                _ = retry.tick() => {
+                    let Some(this) = registry.upgrade() else {
+                        return;
+                    };
+                    let pending: Vec<(String, Bytes)> = failed.drain().collect();
+                    for (key, value) in pending {
+                        if let Err(error) = this.open_from(&value).await {
+                            tracing::warn!(%error, "opening a persistent subscription failed again");
+                            failed.insert(key, value);
+                        }
+                    }
+                    continue;
+                }
+            };
             let Some(this) = registry.upgrade() else {
                 return;
             };
+            failed.remove(&entry.key);
             revision = revision.max(entry.revision);
             let put = entry.operation == Operation::Put;
             match entry.key.strip_suffix(REPLAYED_SUFFIX) {
@@ -400,6 +439,7 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
                 None if put => {
                     if let Err(error) = this.open_from(&entry.value).await {
                         tracing::warn!(%error, "opening a persistent subscription failed");
+                        failed.insert(entry.key.clone(), entry.value.clone());
                     }
                 }
                 None => this.forget(&unescape_key(&entry.key)),
