@@ -27,7 +27,7 @@ use herald_broker::storage::{
     JetStreamBackend, JetStreamPartition, LeaseOutcome, LeaseTable, LeasedRecord, WorkQueueConfig,
 };
 use herald_broker::TopicConfig;
-use herald_bus::queue::shared::SharedLeases;
+use herald_bus::queue::shared::{LastLease, SharedLeases};
 use herald_bus::ReceiptOutcome as QueueOutcome;
 use herald_log::{Record, StoredRecord};
 use parking_lot::{Mutex, RwLock};
@@ -632,6 +632,20 @@ impl SharedGroup {
     async fn refresh(&self) {
         let now = now_ms();
         self.release_short(now).await;
+        for (receipt, last) in self.leases.lapsed_last(now) {
+            let parked = self
+                .take_and_park(
+                    &receipt,
+                    last.offset,
+                    last.delivery_count,
+                    "visibility timeout expired without an ack",
+                    true,
+                )
+                .await;
+            if let Err(error) = parked {
+                tracing::warn!(%error, "parking a lapsed last delivery failed; the next read that receives it parks it");
+            }
+        }
         self.leases.maintain(now).await;
         let floor = self.leases.counts().ack_floor;
         let known = self.progress.lock().floor;
@@ -676,6 +690,7 @@ impl SharedGroup {
                     offset,
                     count,
                     "visibility timeout expired without an ack",
+                    false,
                 )
                 .await
                 .map(|_| ())
@@ -867,6 +882,7 @@ impl SharedGroup {
                     lease.record.offset,
                     lease.delivery_count - 1,
                     "visibility timeout expired without an ack",
+                    false,
                 )
                 .await?;
                 continue;
@@ -884,6 +900,16 @@ impl SharedGroup {
                 let until = now.saturating_add(i64::try_from(visibility).unwrap_or(i64::MAX));
                 self.short.lock().insert(lease.receipt.clone(), until);
             } else {
+                if lease.delivery_count >= self.max_deliveries() {
+                    // The last allowed delivery: parked by this gateway when it lapses.
+                    let lasts = i64::try_from(visibility).unwrap_or(i64::MAX);
+                    let last = LastLease {
+                        offset: lease.record.offset,
+                        delivery_count: lease.delivery_count,
+                        expires_ms: now.saturating_add(lasts),
+                    };
+                    self.leases.watch_last(&lease.receipt, last);
+                }
                 self.leases.keep(&lease.receipt, visibility, now);
             }
             out.push(PersistentEvent {
@@ -895,7 +921,8 @@ impl SharedGroup {
         Ok(out)
     }
 
-    /// Takes the message `receipt` holds, appends it to the parked list, then
+    /// Takes the message `receipt` holds (`lapsed`: its lease may have run out, as long
+    /// as nobody was given the message since), appends it to the parked list, then
     /// terminates it. `Parked`, or why the receipt no longer holds it.
     async fn take_and_park(
         &self,
@@ -903,9 +930,10 @@ impl SharedGroup {
         offset: u64,
         delivery_count: u32,
         reason: &str,
+        lapsed: bool,
     ) -> Result<ReceiptOutcome, EventStoreError> {
         self.short.lock().remove(receipt);
-        match self.leases.take(receipt, false).await.map_err(bus)? {
+        match self.leases.take(receipt, lapsed).await.map_err(bus)? {
             LeaseOutcome::Done => {}
             LeaseOutcome::LeaseLost => return Ok(ReceiptOutcome::LeaseLost),
             LeaseOutcome::AlreadyDone => return Ok(ReceiptOutcome::AlreadyDone),
@@ -974,11 +1002,13 @@ impl SharedGroup {
                 },
                 NackAction::Park => {
                     let why = reason.unwrap_or("parked by a consumer");
-                    self.take_and_park(&receipt, offset, count, why).await?
+                    self.take_and_park(&receipt, offset, count, why, false)
+                        .await?
                 }
                 NackAction::Retry { .. } if count >= self.max_deliveries() => {
                     let why = reason.unwrap_or("delivery attempts exhausted");
-                    self.take_and_park(&receipt, offset, count, why).await?
+                    self.take_and_park(&receipt, offset, count, why, false)
+                        .await?
                 }
                 NackAction::Retry { delay_ms } => super::group::map_outcome(
                     self.leases.release(&receipt, delay_ms).await.map_err(bus)?,

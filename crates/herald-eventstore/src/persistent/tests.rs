@@ -435,12 +435,46 @@ mod shared {
             "{info:?}"
         );
         two.delete_persistent("g").await.expect("delete");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while one.persistent_info("g").is_ok() {
             assert!(std::time::Instant::now() < deadline, "still listed on one");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         one.close().expect("close");
         two.close().expect("close");
+    }
+
+    /// A last allowed delivery whose lease lapses is parked by the gateway that handed it
+    /// out, without another read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lapsed_last_delivery_is_parked_when_its_lease_ends() {
+        let nats = NatsServer::start_temp();
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open_js(dir.path(), &nats.url()).await;
+        append(&store, "job-1", &["x"]).await;
+        let mut request = create("g", "job-*", 0);
+        request.visibility_timeout_ms = Some(400);
+        store.create_persistent(request).await.expect("create");
+        let got = read_until(&store, "g", 1).await;
+        assert_eq!(got[0].delivery_count, 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.persistent_info("g").expect("info").parked == 0 {
+            assert!(std::time::Instant::now() < deadline, "not parked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let parked = store.list_parked("g", 0, 10).expect("parked");
+        assert_eq!(parked.len(), 1);
+        assert_eq!(
+            parked[0].reason,
+            "visibility timeout expired without an ack"
+        );
+        let late = store.ack_persistent("g", &[got[0].receipt.clone()]).await;
+        assert_eq!(late.expect("ack")[0].1, ReceiptOutcome::AlreadyDone);
+        assert!(store
+            .read_persistent("g", 10, None, Duration::from_millis(800))
+            .await
+            .expect("read")
+            .is_empty());
+        store.close().expect("close");
     }
 }
