@@ -66,6 +66,8 @@ const MIRROR_WAIT: Duration = Duration::from_secs(30);
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Parked records replayed per append.
 const REPLAY_BATCH: usize = 1024;
+/// Longest one attempt to open a group may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often opening a group is retried before the error is returned.
 const OPEN_ATTEMPTS: u32 = 5;
 /// Pause before following the bucket again after its watch ended (and between retries
@@ -206,11 +208,17 @@ impl SharedRegistry {
         // ("subjects overlap"): the loser tries again and finds them.
         let mut attempt = 0;
         let group = loop {
-            match SharedGroup::open(&self.backend, &self.leases, &stored).await {
+            let opened = tokio::time::timeout(
+                OPEN_TIMEOUT,
+                SharedGroup::open(&self.backend, &self.leases, &stored),
+            )
+            .await
+            .unwrap_or_else(|_| Err(unavailable("opening a group", "timed out")));
+            match opened {
                 Ok(group) => break group,
                 Err(error) if attempt < OPEN_ATTEMPTS => {
                     attempt += 1;
-                    tracing::debug!(%error, attempt, "opening a persistent subscription failed; retrying");
+                    tracing::info!(%error, attempt, "opening a persistent subscription failed; retrying");
                     tokio::time::sleep(WATCH_RETRY / 5 * attempt).await;
                 }
                 Err(error) => return Err(error),
@@ -401,6 +409,10 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
         // Groups this gateway failed to open, by key: tried again every `WATCH_RETRY`.
         let mut failed: HashMap<String, Bytes> = HashMap::new();
         let mut retry = tokio::time::interval(WATCH_RETRY);
+        // The bucket was ahead of the entries received at the last tick too: the watch
+        // is taken to have stalled (seen once under load: a group never opened on the
+        // other gateway), and the bucket is loaded again.
+        let mut behind = false;
         loop {
             let entry = tokio::select! {
                 entry = changes.next() => match entry {
@@ -417,6 +429,16 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
                             tracing::warn!(%error, "opening a persistent subscription failed again");
                             failed.insert(key, value);
                         }
+                    }
+                    match this.kv.status().await {
+                        Ok(status) if status.info.state.last_sequence > revision => {
+                            if behind {
+                                tracing::warn!(revision, last = status.info.state.last_sequence, "the persistent subscriptions watch fell behind; reloading");
+                                break;
+                            }
+                            behind = true;
+                        }
+                        _ => behind = false,
                     }
                     continue;
                 }
