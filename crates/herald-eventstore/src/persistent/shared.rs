@@ -395,7 +395,19 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
         let Some(this) = registry.upgrade() else {
             return;
         };
-        let changes = match watch_entries(&this.kv, revision, "es subscriptions").await {
+        // Bounded: a watch that never started was seen once under load (a group created
+        // on another gateway never opened here).
+        let watch = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            watch_entries(&this.kv, revision, "es subscriptions"),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(herald_broker::BrokerError::Unavailable(
+                "starting the watch timed out".to_string(),
+            ))
+        });
+        let changes = match watch {
             Ok(changes) => changes,
             Err(error) => {
                 tracing::warn!(%error, "following persistent subscriptions failed");
