@@ -73,6 +73,8 @@ const OPEN_ATTEMPTS: u32 = 5;
 /// Pause before following the bucket again after its watch ended (and between retries
 /// of groups this gateway failed to open).
 const WATCH_RETRY: Duration = Duration::from_millis(500);
+/// How often the bucket is loaded again whatever its watch delivered.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 const REPLAYED_SUFFIX: &str = ".replayed";
 
 fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> EventStoreError {
@@ -183,7 +185,12 @@ impl SharedRegistry {
             .cloned()
             .collect();
         for name in gone {
-            self.forget(&name);
+            // Created since the keys were listed (by this gateway or another)?
+            match self.kv.entry(settings_key(&name)).await {
+                Ok(Some(entry)) if entry.operation == Operation::Put => {}
+                Ok(_) => self.forget(&name),
+                Err(error) => tracing::warn!(%error, group = %name, "checking a persistent subscription failed"),
+            }
         }
         for (name, before) in replayed {
             if let Some(group) = self.groups.read().get(&name) {
@@ -421,10 +428,12 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
         // Groups this gateway failed to open, by key: tried again every `WATCH_RETRY`.
         let mut failed: HashMap<String, Bytes> = HashMap::new();
         let mut retry = tokio::time::interval(WATCH_RETRY);
-        // The bucket was ahead of the entries received at the last tick too: the watch
-        // is taken to have stalled (seen once under load: a group never opened on the
-        // other gateway), and the bucket is loaded again.
-        let mut behind = false;
+        // The watch alone is not trusted: NATS 2.9 was seen to skip the first entry of
+        // a bucket for a watch started before it (a group created on one gateway never
+        // opened on the other), so the whole bucket is loaded again every
+        // `RECONCILE_EVERY` (a few keys per group).
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.tick().await;
         loop {
             let entry = tokio::select! {
                 entry = changes.next() => match entry {
@@ -442,15 +451,14 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
                             failed.insert(key, value);
                         }
                     }
-                    match this.kv.status().await {
-                        Ok(status) if status.info.state.last_sequence > revision => {
-                            if behind {
-                                tracing::warn!(revision, last = status.info.state.last_sequence, "the persistent subscriptions watch fell behind; reloading");
-                                break;
-                            }
-                            behind = true;
-                        }
-                        _ => behind = false,
+                    continue;
+                }
+                _ = reconcile.tick() => {
+                    let Some(this) = registry.upgrade() else {
+                        return;
+                    };
+                    if let Err(error) = this.load().await {
+                        tracing::warn!(%error, "reloading persistent subscriptions failed");
                     }
                     continue;
                 }
