@@ -488,6 +488,25 @@ impl Broker {
         join_all(refreshes).await;
     }
 
+    /// The topic called `name`, waiting up to `limit` for it to appear (on JetStream
+    /// storage a topic another gateway just created is opened here by the registry
+    /// follower a moment later). Other errors return at once.
+    pub async fn wait_for_topic(
+        &self,
+        name: &str,
+        limit: Duration,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.topic(name) {
+                Err(BrokerError::TopicNotFound(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The topic called `name`.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         validate_name("topic", name)?;
@@ -832,10 +851,8 @@ impl Broker {
                 // Another gateway created it at the same moment: the registry follower
                 // opens it here shortly.
                 Err(BrokerError::TopicExists(_)) if self.inner.jetstream.is_some() => {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while self.topic(DELAYED_TOPIC).is_err() && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    self.wait_for_topic(DELAYED_TOPIC, Duration::from_secs(10))
+                        .await?;
                 }
                 Err(error) => return Err(error),
             }

@@ -31,38 +31,25 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn bench_embedded_json_reports_throughput() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "bench",
-            "--transport",
-            "embedded",
-            "--duration",
-            "1",
-            "--producers",
-            "2",
-            "--groups",
-            "1",
-            "--message-bytes",
-            "256",
-            "--batch",
-            "50",
-            "--fsync",
-            "never",
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run herald bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "herald bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().last().expect("one JSON line");
-    let report: serde_json::Value = serde_json::from_str(line).expect("JSON report");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let report = bench_json(&[
+        "--transport",
+        "embedded",
+        "--duration",
+        "1",
+        "--producers",
+        "2",
+        "--groups",
+        "1",
+        "--message-bytes",
+        "256",
+        "--batch",
+        "50",
+        "--fsync",
+        "never",
+        "--data-dir",
+        data,
+    ]);
     assert_eq!(report["system"], "herald-embedded");
     let rate = report["publish_msgs_per_s"]
         .as_f64()

@@ -408,14 +408,6 @@ impl WorkQueue {
         }
     }
 
-    /// Whether `receipt` holds its message now (no change).
-    pub async fn holds(&self, receipt: &str) -> Result<LeaseOutcome, BrokerError> {
-        Ok(match self.current_lease(receipt, true).await? {
-            Ok(_) => LeaseOutcome::Done,
-            Err(outcome) => outcome,
-        })
-    }
-
     /// The consumer's counts, asked of the server.
     pub async fn counts(&self) -> Result<WorkQueueCounts, BrokerError> {
         let mut consumer = self.consumer.clone();
