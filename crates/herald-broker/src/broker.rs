@@ -682,10 +682,17 @@ impl Broker {
             .into_iter()
             .map(|(partition, (indexes, records, dedup_ids))| {
                 let log = topic.partition(partition).cloned();
-                let bytes: u64 = records.iter().map(record_payload_bytes).sum();
+                let sizes: Vec<u64> = records.iter().map(record_payload_bytes).collect();
                 async move {
                     let appended = log?.append(records, dedup_ids).await?;
-                    count_appended(topic_name, partition, indexes.len(), bytes);
+                    // JetStream answers a message id it already stored as a duplicate
+                    // (another gateway's copy): stored once, so counted once.
+                    let (count, bytes) = (0..indexes.len())
+                        .filter(|&i| !appended.is_duplicate(i))
+                        .fold((0, 0), |(n, b), i| {
+                            (n + 1, b + sizes.get(i).copied().unwrap_or(0))
+                        });
+                    count_appended(topic_name, partition, count, bytes);
                     Ok::<_, BrokerError>((partition, indexes, appended))
                 }
             });
@@ -719,13 +726,14 @@ impl Broker {
                 Err(e) => failure = Some(e),
             }
         }
-        // Receipts so far are exactly the events this call appended (duplicates come below).
+        // Receipts so far are the events this call appended (dedup-window duplicates come
+        // below), less those JetStream already held under the same message id.
         self.inner.activity.record_appended(
             topic_name,
             receipts
                 .iter()
                 .zip(&entries)
-                .filter(|(receipt, _)| receipt.is_some())
+                .filter(|(receipt, _)| receipt.as_ref().is_some_and(|r| !r.duplicate))
                 .map(|(_, (_, event))| event.source.as_str()),
             timestamp_ms,
         );
