@@ -2,7 +2,8 @@
 //! other live and agree on every key's owner; one that leaves is dropped at once, one that
 //! stops renewing (a killed gateway) is dropped after the node timeout, and its id is
 //! claimed by the next gateway only once its key is gone, except by the same gateway
-//! restarted at its old address, which takes its old id back.
+//! restarted at its old address, which takes its old id back (never a live gateway's id,
+//! whatever address it advertises).
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,11 @@ async fn gateways_agree_on_owners_and_drop_nodes_that_leave_or_die() {
     // its old id back at once.
     let again = join(&nats, 9002).await;
     assert_eq!(again.me().id, b, "same address, same node id");
+
+    // A live gateway's id is never taken by another that advertises the same address.
+    let twin = join(&nats, 9001).await;
+    assert_ne!(twin.me().id, a, "a live node keeps its id");
+    assert_eq!(one.me().id, a);
     wait_until(
         "the restarted node live again",
         Duration::from_secs(10),

@@ -583,6 +583,13 @@ async fn join_kafka_cluster(
         .await
         .context("connecting the Kafka node registry to JetStream")?;
     let addr = options.advertised_addr;
+    if addr.ip().is_unspecified() {
+        tracing::warn!(
+            %addr,
+            "the Kafka address advertised to clients and other gateways is unspecified: set \
+             --kafka-advertised-addr to this gateway's reachable address"
+        );
+    }
     let registry =
         herald_broker::storage::NodeRegistry::join(&backend, addr.ip().to_string(), addr.port())
             .await

@@ -295,13 +295,30 @@ fn decode(key: &str, value: &[u8]) -> Option<KafkaNode> {
     }
 }
 
-/// Takes over the id of a node with this gateway's own address (its run before a restart,
-/// so clients keep the node id); `None` if another gateway wrote the key meanwhile.
+/// Takes over the id of a node with this gateway's own address (its run before a crash,
+/// so clients keep the node id) once the key has gone a heartbeat and more without a
+/// renewal; `None` if it is renewed (a live gateway advertising the same address: a
+/// misconfiguration, logged) or another gateway wrote it meanwhile.
 async fn reclaim(
     kv: &kv::Store,
     node: KafkaNode,
     revision: u64,
 ) -> Result<Option<(KafkaNode, u64)>, BrokerError> {
+    tokio::time::sleep(HEARTBEAT + HEARTBEAT / 2).await;
+    let current = kv
+        .entry(node_key(node.id))
+        .await
+        .map_err(|e| unavailable(format_args!("reading node id {}", node.id), e))?;
+    if current.is_some_and(|entry| entry.revision != revision) {
+        tracing::error!(
+            node_id = node.id,
+            host = %node.host,
+            port = node.port,
+            "another live gateway advertises this Kafka address: give each gateway its own \
+             --kafka-advertised-addr; taking another node id"
+        );
+        return Ok(None);
+    }
     match kv.update(node_key(node.id), encode(&node), revision).await {
         Ok(written) => Ok(Some((node, written))),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
