@@ -2,12 +2,12 @@
 //! is leased to one of them at a time, a receipt works through either, only the current
 //! delivery's receipt acknowledges (a stale one is `LeaseLost`, a finished one
 //! `AlreadyDone`), an ack too close to the lease's end is refused and the message comes
-//! back, and a receipt of another queue is rejected.
+//! back, a receipt of another queue is rejected, and finished leases leave no entry.
 
 use std::time::Duration;
 
 use herald_broker::config::StorageBackend;
-use herald_broker::storage::{LeaseOutcome, WorkQueue, WorkQueueConfig};
+use herald_broker::storage::{JetStreamBackend, LeaseOutcome, WorkQueue, WorkQueueConfig};
 use herald_broker::{Broker, BrokerConfig, JetStreamConfig, PartitionStore, TopicConfig};
 use herald_core::CloudEvent;
 use herald_testkit::NatsServer;
@@ -117,6 +117,20 @@ async fn leases_are_shared_and_only_the_current_delivery_acknowledges() {
         assert_eq!(qa.ack(&leased.receipt).await.unwrap(), LeaseOutcome::Done);
     }
     assert!(qb.fetch(10).await.unwrap().is_empty(), "nothing left");
+    // Finished leases leave nothing in the lease table (no tombstone per message).
+    let backend = JetStreamBackend::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .expect("connect");
+    let mut bucket = backend
+        .context()
+        .get_stream("KV_HERALD_leases")
+        .await
+        .expect("the lease table's stream");
+    let state = bucket.info().await.expect("stream info").state.clone();
+    assert_eq!(
+        state.messages, 0,
+        "entries left in the lease table: {state:?}"
+    );
 
     // A receipt of another queue is not one of this queue's.
     a.create_topic("other", TopicConfig::with_partitions(1))
@@ -163,4 +177,43 @@ async fn an_ack_at_the_end_of_its_lease_is_refused_and_the_message_returns() {
     assert_eq!(back.len(), 1, "the unacknowledged message returns");
     assert_eq!(back[0].delivery_count, 2);
     assert_eq!(q.ack(&back[0].receipt).await.unwrap(), LeaseOutcome::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_table_made_by_an_earlier_version_still_fences_with_tombstones() {
+    let nats = NatsServer::start_temp();
+    let backend = JetStreamBackend::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .expect("connect");
+    // Earlier versions made the bucket like every other one: no single-message deletes.
+    backend
+        .key_value_expiring("HERALD_leases", "old", Duration::from_secs(3 * 24 * 3600))
+        .await
+        .expect("old bucket");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = gateway(&nats, dir.path()).await;
+    broker
+        .create_topic("old", TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
+    broker
+        .publish_keyed("old", vec![(None, event("o0"))], Some(0))
+        .await
+        .expect("publish");
+    let q = queue(&broker, "old").await;
+    let leased = q.fetch(1).await.expect("fetch");
+    assert_eq!(q.ack(&leased[0].receipt).await.unwrap(), LeaseOutcome::Done);
+    let mut bucket = backend
+        .context()
+        .get_stream("KV_HERALD_leases")
+        .await
+        .expect("the lease table's stream");
+    let info = bucket.info().await.expect("stream info").clone();
+    assert!(info.config.deny_delete, "JetStream cannot lift it");
+    assert_eq!(info.state.messages, 1, "one tombstone, as before");
+    // Stale and finished receipts answer as on a new table.
+    assert_eq!(
+        q.ack(&leased[0].receipt).await.unwrap(),
+        LeaseOutcome::AlreadyDone
+    );
 }

@@ -131,6 +131,31 @@ impl JetStreamBackend {
         description: &str,
         max_age: Duration,
     ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+        self.open_key_value(bucket, description, max_age, true)
+            .await
+    }
+
+    /// [`JetStreamBackend::key_value_expiring`] whose stream also allows deleting single
+    /// messages by sequence (a compare-and-delete that leaves no tombstone) when it is
+    /// created here. JetStream cannot lift `deny_delete` from an existing stream: check
+    /// the store's `stream.cached_info().config.deny_delete`.
+    pub async fn key_value_deletable(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Duration,
+    ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+        self.open_key_value(bucket, description, max_age, false)
+            .await
+    }
+
+    async fn open_key_value(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Duration,
+        deny_delete: bool,
+    ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
         let config = stream::Config {
             max_age,
             name: format!("KV_{bucket}"),
@@ -140,7 +165,7 @@ impl JetStreamBackend {
             storage: stream::StorageType::File,
             num_replicas: self.config.replicas,
             allow_rollup: true,
-            deny_delete: true,
+            deny_delete,
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
             ..Default::default()

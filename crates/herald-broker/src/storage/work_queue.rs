@@ -7,7 +7,7 @@
 //! when acks arrive for messages it no longer holds), so every lease is also a key of the
 //! [`LeaseTable`] (KV `<PREFIX>_leases`): `<queue>.<sequence>` = the delivery count of
 //! the lease that holds the message now, written when it is handed out. An ack, nack or
-//! dead-lettering first removes that key by compare-and-set, and only the receipt of the
+//! dead-lettering first removes that key by compare-and-delete, and only the receipt of the
 //! current delivery can: a stale receipt answers `LeaseLost`, a finished one
 //! `AlreadyDone`, and neither reaches JetStream.
 //!
@@ -42,19 +42,66 @@ const LEASE_ENTRY_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
 #[derive(Clone)]
 pub struct LeaseTable {
     kv: kv::Store,
+    js: async_nats::jetstream::Context,
+    /// False for a bucket made by an earlier version (`deny_delete`): entries are then
+    /// ended with a compare-and-set purge, which leaves a tombstone.
+    deletable: bool,
 }
 
 impl LeaseTable {
     pub async fn open(backend: &JetStreamBackend) -> Result<Self, BrokerError> {
         let bucket = format!("{}_leases", backend.config().prefix);
         let kv = backend
-            .key_value_expiring(
+            .key_value_deletable(
                 &bucket,
                 "Herald work-queue leases: the delivery holding each message",
                 LEASE_ENTRY_MAX_AGE,
             )
             .await?;
-        Ok(Self { kv })
+        let deletable = !kv.stream.cached_info().config.deny_delete;
+        if !deletable {
+            tracing::info!(
+                %bucket,
+                "the lease table was made by an earlier Herald: finished leases leave a \
+                 tombstone for 3 days (delete the bucket while no queue is in use to lift this)"
+            );
+        }
+        Ok(Self {
+            kv,
+            js: backend.context().clone(),
+            deletable,
+        })
+    }
+
+    /// Removes the entry written at `revision` if it is still there: a compare-and-delete
+    /// by stream sequence (the bucket keeps one message per key, so a newer lease of the
+    /// same message has another sequence and stays). Unlike a KV delete or purge it leaves
+    /// no tombstone behind, which would stay for [`LEASE_ENTRY_MAX_AGE`]: one per message
+    /// ever acknowledged.
+    async fn remove(&self, key: &str, revision: u64) -> Result<(), String> {
+        if !self.deletable {
+            return self
+                .kv
+                .purge_expect_revision(key, Some(revision))
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let subject = format!("STREAM.MSG.DELETE.{}", self.kv.stream_name);
+        let answer: serde_json::Value = self
+            .js
+            .request(
+                subject,
+                &serde_json::json!({"seq": revision, "no_erase": true}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer["success"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        Err(answer["error"]["description"]
+            .as_str()
+            .unwrap_or("the entry was not removed")
+            .to_string())
     }
 }
 
@@ -281,7 +328,7 @@ impl WorkQueue {
         Ok(Ok((key, entry.revision)))
     }
 
-    /// Ends `receipt`'s lease in the table if it is the current one (compare-and-set): on
+    /// Ends `receipt`'s lease in the table if it is the current one (compare-and-delete): on
     /// `Done` the caller owns the message and must follow with [`WorkQueue::ack_taken`],
     /// [`WorkQueue::nak_taken`] or [`WorkQueue::term_taken`] (else JetStream hands it out
     /// again after its ack wait).
@@ -304,12 +351,7 @@ impl WorkQueue {
             Ok(current) => current,
             Err(outcome) => return Ok(outcome),
         };
-        match self
-            .leases
-            .kv
-            .purge_expect_revision(&key, Some(revision))
-            .await
-        {
+        match self.leases.remove(&key, revision).await {
             Ok(()) => Ok(LeaseOutcome::Done),
             Err(e) => match self.current_lease(receipt, false).await? {
                 // Unchanged: the write itself failed.
