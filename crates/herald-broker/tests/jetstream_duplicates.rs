@@ -3,18 +3,12 @@
 //! duplicate at the first one's offset, and only the gateway that stored it counts the
 //! event in its topic activity.
 
-use herald_broker::config::StorageBackend;
-use herald_broker::{Broker, BrokerConfig, JetStreamConfig, TopicConfig};
+mod common;
+
+use common::gateway;
+use herald_broker::{Broker, TopicConfig};
 use herald_core::CloudEvent;
 use herald_testkit::NatsServer;
-
-async fn gateway(nats: &NatsServer, dir: &std::path::Path) -> Broker {
-    let mut config = BrokerConfig::new(dir);
-    config.storage = StorageBackend::JetStream(JetStreamConfig::new(nats.url()));
-    Broker::open(config)
-        .await
-        .expect("open a broker on JetStream")
-}
 
 fn events_total(broker: &Broker, topic: &str) -> u64 {
     broker

@@ -4,23 +4,17 @@
 //! `AlreadyDone`), an ack too close to the lease's end is refused and the message comes
 //! back, a receipt of another queue is rejected, and finished leases leave no entry.
 
+mod common;
+
 use std::time::Duration;
 
-use herald_broker::config::StorageBackend;
+use common::gateway;
 use herald_broker::storage::{JetStreamBackend, LeaseOutcome, WorkQueue, WorkQueueConfig};
-use herald_broker::{Broker, BrokerConfig, JetStreamConfig, PartitionStore, TopicConfig};
+use herald_broker::{Broker, JetStreamConfig, PartitionStore, TopicConfig};
 use herald_core::CloudEvent;
 use herald_testkit::NatsServer;
 
 const ACK_WAIT: Duration = Duration::from_millis(400);
-
-async fn gateway(nats: &NatsServer, dir: &std::path::Path) -> Broker {
-    let mut config = BrokerConfig::new(dir);
-    config.storage = StorageBackend::JetStream(JetStreamConfig::new(nats.url()));
-    Broker::open(config)
-        .await
-        .expect("open a broker on JetStream")
-}
 
 async fn queue(broker: &Broker, topic: &str) -> WorkQueue {
     let partition = broker
