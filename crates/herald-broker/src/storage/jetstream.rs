@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use crate::config::TopicConfig;
 use crate::error::BrokerError;
 
+/// How often opening a stream is retried when a concurrent creation races it.
+const OPEN_RETRIES: u32 = 5;
 /// Header carrying the record timestamp (milliseconds since the epoch, decimal).
 const HEADER_TIMESTAMP: &str = "Herald-Ts";
 /// Header carrying the record key (standard base64; absent when the record has none).
@@ -233,11 +235,20 @@ impl JetStreamBackend {
             }
             stream_config.duplicate_window = window;
         }
-        let mut stream = self
-            .js
-            .get_or_create_stream(stream_config)
-            .await
-            .map_err(|e| unavailable(format_args!("opening stream {name}"), e))?;
+        // Two gateways opening a just-created topic's stream at the same moment: NATS 2.9
+        // can answer the second "subjects overlap with an existing stream" (10065) while
+        // the first creation completes; asking again finds the stream.
+        let mut attempt = 0;
+        let mut stream = loop {
+            match self.js.get_or_create_stream(stream_config.clone()).await {
+                Ok(stream) => break stream,
+                Err(e) if attempt < OPEN_RETRIES && e.to_string().contains("10065") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(unavailable(format_args!("opening stream {name}"), e)),
+            }
+        };
         let state = stream
             .info()
             .await
