@@ -25,11 +25,14 @@ pub async fn load_entries(kv: &Store, what: &str) -> Result<(Vec<Entry>, u64), B
     };
     // The revision is read first: an entry written meanwhile is loaded and replayed, which
     // both followers tolerate; none is missed.
-    let status = kv
-        .status()
+    // Asked of the server: `Store::status` answers the info cached when the bucket was
+    // opened.
+    let info = kv
+        .stream
+        .get_info()
         .await
         .map_err(|e| unavailable("reading the bucket", &e))?;
-    let revision = status.info.state.last_sequence;
+    let revision = info.state.last_sequence;
     let mut keys = kv
         .keys()
         .await

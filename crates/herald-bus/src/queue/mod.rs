@@ -797,9 +797,7 @@ impl Queue {
                 compacting,
             } => (state, journal, compacting),
             Leases::Shared(shared) => {
-                // Acknowledged copies are not purged from the stream: NATS 2.9 can report
-                // an ack floor above messages still waiting for redelivery, so nothing
-                // here knows what is safe to purge (see ARCHITECTURE.md).
+                // Also deletes finished records (below the ack floor and every lease key).
                 shared.maintain(now_ms()).await;
                 for (receipt, lease) in shared.lapsed_last(now_ms()) {
                     let dead = self
