@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,13 @@ class Server:
         self.proc = None
         return code
 
+    def kill9(self):
+        """Kills the process with SIGKILL (no shutdown: what a crash looks like)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
     def restart(self):
         code = self.stop()
         assert code == 0, f"herald exited with {code} on SIGTERM\n{self.stderr()}"
@@ -104,6 +112,44 @@ class Server:
                                          method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    """A private `nats-server -js` on a free 127.0.0.1 port (scripts/test installs it)."""
+
+    def __init__(self):
+        if shutil.which("nats-server") is None:
+            raise RuntimeError("nats-server is not installed (scripts/test installs the Debian package)")
+        self.root = tempfile.mkdtemp(prefix="herald-kafka-nats-")
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port),
+             "-sd", os.path.join(self.root, "jetstream")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        deadline = time.time() + STARTUP_TIMEOUT_S
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        self.close()
+        raise RuntimeError(f"nats-server did not start on port {self.port}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def run(tests):

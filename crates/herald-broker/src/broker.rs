@@ -488,6 +488,25 @@ impl Broker {
         join_all(refreshes).await;
     }
 
+    /// The topic called `name`, waiting up to `limit` for it to appear (on JetStream
+    /// storage a topic another gateway just created is opened here by the registry
+    /// follower a moment later). Other errors return at once.
+    pub async fn wait_for_topic(
+        &self,
+        name: &str,
+        limit: Duration,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.topic(name) {
+                Err(BrokerError::TopicNotFound(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The topic called `name`.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         validate_name("topic", name)?;
@@ -663,10 +682,17 @@ impl Broker {
             .into_iter()
             .map(|(partition, (indexes, records, dedup_ids))| {
                 let log = topic.partition(partition).cloned();
-                let bytes: u64 = records.iter().map(record_payload_bytes).sum();
+                let sizes: Vec<u64> = records.iter().map(record_payload_bytes).collect();
                 async move {
                     let appended = log?.append(records, dedup_ids).await?;
-                    count_appended(topic_name, partition, indexes.len(), bytes);
+                    // JetStream answers a message id it already stored as a duplicate
+                    // (another gateway's copy): stored once, so counted once.
+                    let (count, bytes) = (0..indexes.len())
+                        .filter(|&i| !appended.is_duplicate(i))
+                        .fold((0, 0), |(n, b), i| {
+                            (n + 1, b + sizes.get(i).copied().unwrap_or(0))
+                        });
+                    count_appended(topic_name, partition, count, bytes);
                     Ok::<_, BrokerError>((partition, indexes, appended))
                 }
             });
@@ -700,13 +726,14 @@ impl Broker {
                 Err(e) => failure = Some(e),
             }
         }
-        // Receipts so far are exactly the events this call appended (duplicates come below).
+        // Receipts so far are the events this call appended (dedup-window duplicates come
+        // below), less those JetStream already held under the same message id.
         self.inner.activity.record_appended(
             topic_name,
             receipts
                 .iter()
                 .zip(&entries)
-                .filter(|(receipt, _)| receipt.is_some())
+                .filter(|(receipt, _)| receipt.as_ref().is_some_and(|r| !r.duplicate))
                 .map(|(_, (_, event))| event.source.as_str()),
             timestamp_ms,
         );
@@ -832,10 +859,8 @@ impl Broker {
                 // Another gateway created it at the same moment: the registry follower
                 // opens it here shortly.
                 Err(BrokerError::TopicExists(_)) if self.inner.jetstream.is_some() => {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while self.topic(DELAYED_TOPIC).is_err() && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    self.wait_for_topic(DELAYED_TOPIC, Duration::from_secs(10))
+                        .await?;
                 }
                 Err(error) => return Err(error),
             }

@@ -2,25 +2,22 @@
 //! is leased to one of them at a time, a receipt works through either, only the current
 //! delivery's receipt acknowledges (a stale one is `LeaseLost`, a finished one
 //! `AlreadyDone`), an ack too close to the lease's end is refused and the message comes
-//! back, and a receipt of another queue is rejected.
+//! back, a receipt of another queue is rejected, finished leases leave no entry, and
+//! the trim deletes finished records but never one handed back by a nack.
+
+mod common;
 
 use std::time::Duration;
 
-use herald_broker::config::StorageBackend;
-use herald_broker::storage::{LeaseOutcome, WorkQueue, WorkQueueConfig};
-use herald_broker::{Broker, BrokerConfig, JetStreamConfig, PartitionStore, TopicConfig};
+use futures::StreamExt;
+
+use common::gateway;
+use herald_broker::storage::{JetStreamBackend, LeaseOutcome, WorkQueue, WorkQueueConfig};
+use herald_broker::{Broker, JetStreamConfig, PartitionStore, TopicConfig};
 use herald_core::CloudEvent;
 use herald_testkit::NatsServer;
 
 const ACK_WAIT: Duration = Duration::from_millis(400);
-
-async fn gateway(nats: &NatsServer, dir: &std::path::Path) -> Broker {
-    let mut config = BrokerConfig::new(dir);
-    config.storage = StorageBackend::JetStream(JetStreamConfig::new(nats.url()));
-    Broker::open(config)
-        .await
-        .expect("open a broker on JetStream")
-}
 
 async fn queue(broker: &Broker, topic: &str) -> WorkQueue {
     let partition = broker
@@ -117,6 +114,20 @@ async fn leases_are_shared_and_only_the_current_delivery_acknowledges() {
         assert_eq!(qa.ack(&leased.receipt).await.unwrap(), LeaseOutcome::Done);
     }
     assert!(qb.fetch(10).await.unwrap().is_empty(), "nothing left");
+    // Finished leases leave nothing in the lease table (no tombstone per message).
+    let backend = JetStreamBackend::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .expect("connect");
+    let mut bucket = backend
+        .context()
+        .get_stream("KV_HERALD_leases")
+        .await
+        .expect("the lease table's stream");
+    let state = bucket.info().await.expect("stream info").state.clone();
+    assert_eq!(
+        state.messages, 0,
+        "entries left in the lease table: {state:?}"
+    );
 
     // A receipt of another queue is not one of this queue's.
     a.create_topic("other", TopicConfig::with_partitions(1))
@@ -163,4 +174,130 @@ async fn an_ack_at_the_end_of_its_lease_is_refused_and_the_message_returns() {
     assert_eq!(back.len(), 1, "the unacknowledged message returns");
     assert_eq!(back[0].delivery_count, 2);
     assert_eq!(q.ack(&back[0].receipt).await.unwrap(), LeaseOutcome::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_table_made_by_an_earlier_version_still_fences_with_tombstones() {
+    let nats = NatsServer::start_temp();
+    let backend = JetStreamBackend::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .expect("connect");
+    // Earlier versions made the bucket like every other one: no single-message deletes.
+    backend
+        .key_value_expiring("HERALD_leases", "old", Duration::from_secs(3 * 24 * 3600))
+        .await
+        .expect("old bucket");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = gateway(&nats, dir.path()).await;
+    broker
+        .create_topic("old", TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
+    broker
+        .publish_keyed("old", vec![(None, event("o0"))], Some(0))
+        .await
+        .expect("publish");
+    let q = queue(&broker, "old").await;
+    let leased = q.fetch(1).await.expect("fetch");
+    assert_eq!(q.ack(&leased[0].receipt).await.unwrap(), LeaseOutcome::Done);
+    let mut bucket = backend
+        .context()
+        .get_stream("KV_HERALD_leases")
+        .await
+        .expect("the lease table's stream");
+    let info = bucket.info().await.expect("stream info").clone();
+    assert!(info.config.deny_delete, "JetStream cannot lift it");
+    assert_eq!(info.state.messages, 1, "one tombstone, as before");
+    // Stale and finished receipts answer as on a new table.
+    assert_eq!(
+        q.ack(&leased[0].receipt).await.unwrap(),
+        LeaseOutcome::AlreadyDone
+    );
+}
+
+/// The sequences the lease table holds keys for (every queue).
+async fn lease_keys(nats: &NatsServer) -> Vec<u64> {
+    let backend = JetStreamBackend::connect(JetStreamConfig::new(nats.url()))
+        .await
+        .expect("connect");
+    let kv = backend
+        .context()
+        .get_key_value("HERALD_leases")
+        .await
+        .expect("the lease table");
+    let mut keys: Vec<u64> = kv
+        .keys()
+        .await
+        .expect("keys")
+        .filter_map(|k| async move { k.ok()?.rsplit('.').next()?.parse::<u64>().ok() })
+        .collect()
+        .await;
+    keys.sort_unstable();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_records_are_deleted_and_a_nacked_one_never_is() {
+    let nats = NatsServer::start_temp();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = gateway(&nats, dir.path()).await;
+    broker
+        .create_topic("trim", TopicConfig::with_partitions(1))
+        .await
+        .expect("create");
+    let events = (0..20).map(|i| (None, event(&format!("t{i}")))).collect();
+    broker
+        .publish_keyed("trim", events, Some(0))
+        .await
+        .expect("publish");
+    let q = queue(&broker, "trim").await;
+    let leased = q.fetch(20).await.expect("fetch");
+    assert_eq!(leased.len(), 20);
+    assert_eq!(q.done_below().await.unwrap(), 0, "nothing finished yet");
+
+    // Offsets 2 and 5 are handed back for later, 7 is taken (as for dead-lettering),
+    // everything else acknowledged. NATS 2.9 may move its ack floor past the nacked
+    // ones; their waiting markers hold the trim back.
+    let delay = Some(Duration::from_millis(1500));
+    for l in &leased {
+        let outcome = match l.record.offset {
+            2 | 5 => q.nak(&l.receipt, delay).await.unwrap(),
+            7 => q.take(&l.receipt).await.unwrap(),
+            _ => q.ack(&l.receipt).await.unwrap(),
+        };
+        assert_eq!(outcome, LeaseOutcome::Done, "offset {}", l.record.offset);
+    }
+    assert_eq!(lease_keys(&nats).await, [3, 6, 8], "markers of 2, 5 and 7");
+    // A nacked receipt is finished: it neither acks nor nacks again.
+    assert_eq!(
+        q.ack(&leased[2].receipt).await.unwrap(),
+        LeaseOutcome::AlreadyDone
+    );
+    assert_eq!(q.trim().await.unwrap(), (2, false));
+    let partition = q.partition();
+    assert_eq!(partition.start_offset(), 2, "records 0 and 1 deleted");
+    // The taken one is terminated: its marker goes, the floor still waits for offset 2.
+    q.term_taken(&leased[7].receipt).await.unwrap();
+    assert_eq!(lease_keys(&nats).await, [3, 6]);
+    assert_eq!(q.trim().await.unwrap(), (2, false));
+
+    // Both come back after their delay and are acknowledged: everything goes.
+    let mut back = Vec::new();
+    for _ in 0..100 {
+        back.extend(q.fetch(10).await.expect("fetch"));
+        if back.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offsets: Vec<u64> = back.iter().map(|l| l.record.offset).collect();
+    assert_eq!(offsets, [2, 5], "the nacked records were not deleted");
+    assert!(back.iter().all(|l| l.delivery_count == 2));
+    for l in &back {
+        assert_eq!(q.ack(&l.receipt).await.unwrap(), LeaseOutcome::Done);
+    }
+    assert!(lease_keys(&nats).await.is_empty());
+    assert_eq!(q.trim().await.unwrap(), (20, false));
+    assert_eq!(partition.start_offset(), 20, "every record deleted");
+    assert_eq!(partition.next_offset(), 20);
 }

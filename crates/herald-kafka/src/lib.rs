@@ -77,6 +77,9 @@ pub struct KafkaOptions {
     pub batch_bytes_max: usize,
     /// Consumer-group coordinator settings.
     pub groups: GroupOptions,
+    /// The gateways sharing one JetStream (`None` on embedded storage): each is a Kafka
+    /// node with its own id; a group is coordinated by one of them (`FindCoordinator`).
+    pub cluster: Option<std::sync::Arc<herald_broker::storage::NodeRegistry>>,
     /// User store and ACLs: when set, clients must log in with SASL (PLAIN or
     /// SCRAM-SHA-256) before any request but ApiVersions, and ACLs apply.
     pub auth: Option<std::sync::Arc<herald_auth::AuthStore>>,
@@ -103,6 +106,7 @@ impl KafkaOptions {
             frame_bytes_max: frame::FRAME_BYTES_MAX_DEFAULT,
             batch_bytes_max: 32 * 1024 * 1024,
             groups: GroupOptions::default(),
+            cluster: None,
             auth: None,
             tls: None,
             tls_handshake_timeout: std::time::Duration::from_secs(10),

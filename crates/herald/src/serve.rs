@@ -458,6 +458,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 options.request_read_timeout = request;
             }
             options.write_stall_timeout = config.listener.write_stall_timeout;
+            options.cluster = join_kafka_cluster(&config.storage, &options).await?;
             Some((listener, options))
         }
         None => None,
@@ -481,6 +482,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.tls.is_some() {
         ready_line.push_str(" tls=on");
     }
+    let kafka_cluster = kafka
+        .as_ref()
+        .and_then(|(_, options)| options.cluster.clone());
     let kafka_server = match kafka {
         Some((listener, options)) => {
             let kafka_addr = listener.local_addr()?;
@@ -511,6 +515,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish in time; exiting anyway"),
+    }
+    if let Some(cluster) = &kafka_cluster {
+        cluster.leave().await;
     }
     if let Some(kafka_server) = kafka_server {
         match tokio::time::timeout(SHUTDOWN_GRACE, kafka_server).await {
@@ -560,6 +567,34 @@ async fn close_eventstore(store: herald_eventstore::EventStore) {
         Ok(Err(e)) => tracing::warn!(error = %e, "closing the event store failed"),
         Err(e) => tracing::warn!(error = %e, "closing the event store panicked"),
     }
+}
+
+/// On JetStream storage, claims this gateway's Kafka node id in the shared node registry
+/// (its own JetStream connection, like the event store's): every gateway is then a node of
+/// one Kafka cluster and each consumer group has one coordinator among them.
+async fn join_kafka_cluster(
+    storage: &herald_broker::config::StorageBackend,
+    options: &KafkaOptions,
+) -> anyhow::Result<Option<std::sync::Arc<herald_broker::storage::NodeRegistry>>> {
+    let herald_broker::config::StorageBackend::JetStream(js) = storage else {
+        return Ok(None);
+    };
+    let backend = herald_broker::storage::JetStreamBackend::connect(js.clone())
+        .await
+        .context("connecting the Kafka node registry to JetStream")?;
+    let addr = options.advertised_addr;
+    if addr.ip().is_unspecified() {
+        tracing::warn!(
+            %addr,
+            "the Kafka address advertised to clients and other gateways is unspecified: set \
+             --kafka-advertised-addr to this gateway's reachable address"
+        );
+    }
+    let registry =
+        herald_broker::storage::NodeRegistry::join(&backend, addr.ip().to_string(), addr.port())
+            .await
+            .context("joining the Kafka nodes on JetStream")?;
+    Ok(Some(registry))
 }
 
 /// Binds the Kafka listener; the advertised address defaults to the bound one.

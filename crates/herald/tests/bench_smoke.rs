@@ -9,6 +9,20 @@ use std::process::Command;
 
 use common::nats::NatsServer;
 
+/// A one-second run: two producers, one consumer group, small messages in batches.
+const SHORT_RUN: [&str; 10] = [
+    "--duration",
+    "1",
+    "--producers",
+    "2",
+    "--groups",
+    "1",
+    "--message-bytes",
+    "256",
+    "--batch",
+    "50",
+];
+
 /// Runs `herald bench ARGS --json` and returns its report.
 fn bench_json(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -31,38 +45,11 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn bench_embedded_json_reports_throughput() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "bench",
-            "--transport",
-            "embedded",
-            "--duration",
-            "1",
-            "--producers",
-            "2",
-            "--groups",
-            "1",
-            "--message-bytes",
-            "256",
-            "--batch",
-            "50",
-            "--fsync",
-            "never",
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run herald bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "herald bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().last().expect("one JSON line");
-    let report: serde_json::Value = serde_json::from_str(line).expect("JSON report");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let mut args = vec!["--transport", "embedded"];
+    args.extend(SHORT_RUN);
+    args.extend(["--fsync", "never", "--data-dir", data]);
+    let report = bench_json(&args);
     assert_eq!(report["system"], "herald-embedded");
     let rate = report["publish_msgs_per_s"]
         .as_f64()
@@ -122,22 +109,8 @@ fn bench_runs_herald_on_jetstream_next_to_raw_jetstream() {
     let url = nats.url();
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().to_str().expect("utf-8 path");
-    let common = [
-        "--duration",
-        "1",
-        "--producers",
-        "2",
-        "--groups",
-        "1",
-        "--message-bytes",
-        "256",
-        "--batch",
-        "50",
-        "--label",
-        "js",
-        "--nats-url",
-        &url,
-    ];
+    let mut common = SHORT_RUN.to_vec();
+    common.extend(["--label", "js", "--nats-url", &url]);
     let mut herald_args = vec![
         "--transport",
         "http",
@@ -148,13 +121,13 @@ fn bench_runs_herald_on_jetstream_next_to_raw_jetstream() {
         "--data-dir",
         data,
     ];
-    herald_args.extend(common);
+    herald_args.extend(&common);
     let herald = bench_json(&herald_args);
     assert_eq!(herald["system"], "herald-http-jetstream", "{herald}");
     assert_eq!(herald["storage"], "jetstream", "{herald}");
     assert_eq!(herald["fsync"], "never", "acks are JetStream's: {herald}");
     let mut raw_args = vec!["--transport", "nats"];
-    raw_args.extend(common);
+    raw_args.extend(&common);
     let raw = bench_json(&raw_args);
     assert_eq!(raw["system"], "nats", "{raw}");
     for report in [&herald, &raw] {

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use crate::config::TopicConfig;
 use crate::error::BrokerError;
 
+/// How often opening a stream is retried when a concurrent creation races it.
+const OPEN_RETRIES: u32 = 5;
 /// Header carrying the record timestamp (milliseconds since the epoch, decimal).
 const HEADER_TIMESTAMP: &str = "Herald-Ts";
 /// Header carrying the record key (standard base64; absent when the record has none).
@@ -131,6 +133,31 @@ impl JetStreamBackend {
         description: &str,
         max_age: Duration,
     ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+        self.open_key_value(bucket, description, max_age, true)
+            .await
+    }
+
+    /// [`JetStreamBackend::key_value_expiring`] whose stream also allows deleting single
+    /// messages by sequence (a compare-and-delete that leaves no tombstone) when it is
+    /// created here. JetStream cannot lift `deny_delete` from an existing stream: check
+    /// the store's `stream.cached_info().config.deny_delete`.
+    pub async fn key_value_deletable(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Duration,
+    ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
+        self.open_key_value(bucket, description, max_age, false)
+            .await
+    }
+
+    async fn open_key_value(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Duration,
+        deny_delete: bool,
+    ) -> Result<async_nats::jetstream::kv::Store, BrokerError> {
         let config = stream::Config {
             max_age,
             name: format!("KV_{bucket}"),
@@ -140,7 +167,7 @@ impl JetStreamBackend {
             storage: stream::StorageType::File,
             num_replicas: self.config.replicas,
             allow_rollup: true,
-            deny_delete: true,
+            deny_delete,
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
             ..Default::default()
@@ -208,11 +235,20 @@ impl JetStreamBackend {
             }
             stream_config.duplicate_window = window;
         }
-        let mut stream = self
-            .js
-            .get_or_create_stream(stream_config)
-            .await
-            .map_err(|e| unavailable(format_args!("opening stream {name}"), e))?;
+        // Two gateways opening a just-created topic's stream at the same moment: NATS 2.9
+        // can answer the second "subjects overlap with an existing stream" (10065) while
+        // the first creation completes; asking again finds the stream.
+        let mut attempt = 0;
+        let mut stream = loop {
+            match self.js.get_or_create_stream(stream_config.clone()).await {
+                Ok(stream) => break stream,
+                Err(e) if attempt < OPEN_RETRIES && e.to_string().contains("10065") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(unavailable(format_args!("opening stream {name}"), e)),
+            }
+        };
         let state = stream
             .info()
             .await

@@ -182,23 +182,6 @@ pub(crate) async fn ensure_topic(broker: &Broker, name: &str) -> Result<(), BusE
     }
 }
 
-/// The topic `name` once this gateway has opened it: on JetStream storage a topic
-/// another gateway just created appears here when the topic registry is followed.
-async fn opened_topic(
-    broker: &Broker,
-    name: &str,
-) -> Result<Arc<herald_broker::topic::Topic>, BusError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match broker.topic(name) {
-            Err(BrokerError::TopicNotFound(_)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return Ok(other?),
-        }
-    }
-}
-
 /// Waits until the queue log's end moves, `notified` fires or `pause` passes.
 async fn wait_change(
     watch: &mut tokio::sync::watch::Receiver<u64>,
@@ -226,7 +209,8 @@ impl Queue {
         state_dir: std::path::PathBuf,
     ) -> Result<Arc<Queue>, BusError> {
         ensure_topic(&broker, &config.topic).await?;
-        let log = opened_topic(&broker, &config.topic)
+        let log = broker
+            .wait_for_topic(&config.topic, Duration::from_secs(10))
             .await?
             .partition(0)?
             .clone();
@@ -813,9 +797,7 @@ impl Queue {
                 compacting,
             } => (state, journal, compacting),
             Leases::Shared(shared) => {
-                // Acknowledged copies are not purged from the stream: NATS 2.9 can report
-                // an ack floor above messages still waiting for redelivery, so nothing
-                // here knows what is safe to purge (see ARCHITECTURE.md).
+                // Also deletes finished records (below the ack floor and every lease key).
                 shared.maintain(now_ms()).await;
                 for (receipt, lease) in shared.lapsed_last(now_ms()) {
                     let dead = self

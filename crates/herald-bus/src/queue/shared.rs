@@ -11,13 +11,17 @@
 //! once more than allowed.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_broker::storage::{LeaseOutcome, LeasedRecord, WorkQueue, WorkQueueCounts};
 use parking_lot::Mutex;
 
 use crate::error::BusError;
 use crate::queue::state::{QueueCounts, ReceiptOutcome};
+
+/// How often a gateway deletes a queue's finished records (every gateway does; deleting
+/// below a floor is idempotent).
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// One lease this gateway keeps alive past the ack wait.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +47,7 @@ pub struct SharedLeases {
     counts: Mutex<WorkQueueCounts>,
     kept: Mutex<HashMap<String, Kept>>,
     last: Mutex<HashMap<String, LastLease>>,
+    last_trim: Mutex<Option<Instant>>,
 }
 
 /// The receipt outcome of a lease that was not (any more) the receipt's.
@@ -62,6 +67,7 @@ impl SharedLeases {
             counts: Mutex::new(WorkQueueCounts::default()),
             kept: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
+            last_trim: Mutex::new(None),
         }
     }
 
@@ -208,7 +214,8 @@ impl SharedLeases {
         Ok(self.queue.term_taken(receipt).await?)
     }
 
-    /// Renews the leases kept past the ack wait and refreshes the counts.
+    /// Renews the leases kept past the ack wait, refreshes the counts and, every
+    /// [`TRIM_EVERY`], deletes the records every lease is done with.
     pub async fn maintain(&self, now_ms: i64) {
         let due: Vec<String> = {
             let mut kept = self.kept.lock();
@@ -229,9 +236,32 @@ impl SharedLeases {
                 Err(e) => tracing::warn!(error = %e, "renewing a lease failed; it may lapse"),
             }
         }
-        match self.queue.counts().await {
-            Ok(counts) => *self.counts.lock() = counts,
-            Err(e) => tracing::debug!(error = %e, "reading work-queue counts failed"),
+        let counts = match self.queue.counts().await {
+            Ok(counts) => {
+                *self.counts.lock() = counts;
+                counts
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading work-queue counts failed");
+                return;
+            }
+        };
+        let due = {
+            let mut last = self.last_trim.lock();
+            let due = counts.ack_floor > self.queue.partition().start_offset()
+                && last.is_none_or(|at| at.elapsed() >= TRIM_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            match self.queue.trim().await {
+                // More to delete: go on at the next round.
+                Ok((_, true)) => *self.last_trim.lock() = None,
+                Ok((_, false)) => {}
+                Err(e) => tracing::warn!(error = %e, "deleting a queue's finished records failed"),
+            }
         }
     }
 

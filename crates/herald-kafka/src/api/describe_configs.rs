@@ -8,7 +8,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{text, Shared, NODE_ID};
+use super::{text, Shared};
 use crate::error::kafka_code;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -139,14 +139,14 @@ pub fn handle(shared: &Shared, request: DescribeConfigsRequest) -> DescribeConfi
                             .with_error_message(Some(text(e.to_string())))
                     }
                 },
-                RESOURCE_BROKER if name.is_empty() || name == NODE_ID.to_string() => {
+                RESOURCE_BROKER if name.is_empty() || name == shared.node().0.to_string() => {
                     (broker_entries(shared), SOURCE_DEFAULT)
                 }
                 _ => {
                     return result
                         .with_error_code(ResponseError::InvalidRequest.code())
                         .with_error_message(Some(text(
-                            "Herald describes topics and broker 0 only",
+                            "Herald describes topics and this broker only",
                         )))
                 }
             };

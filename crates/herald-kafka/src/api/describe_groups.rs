@@ -4,7 +4,7 @@
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{text, Shared};
+use super::{text, Shared, NOT_COORDINATOR};
 
 pub fn handle(shared: &Shared, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let groups = request
@@ -12,6 +12,9 @@ pub fn handle(shared: &Shared, request: DescribeGroupsRequest) -> DescribeGroups
         .into_iter()
         .map(|group_id| {
             let described = DescribedGroup::default().with_group_id(group_id.clone());
+            if !shared.coordinates(&group_id.0) {
+                return described.with_error_code(NOT_COORDINATOR);
+            }
             match shared.coordinator.describe(&group_id.0) {
                 Some(summary) => described
                     .with_group_state(text(summary.state.name()))

@@ -9,7 +9,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::ResponseError;
 
-use super::{text, Session, Shared};
+use super::{text, Session, Shared, NOT_COORDINATOR};
 use crate::groups::coordinator::JoinRequest;
 
 fn duration_ms(ms: i32) -> Duration {
@@ -26,6 +26,12 @@ pub async fn handle(
     if validate_name("group", &group).is_err() {
         return JoinGroupResponse::default()
             .with_error_code(ResponseError::InvalidGroupId.code())
+            .with_generation_id(-1)
+            .with_member_id(request.member_id);
+    }
+    if !shared.coordinates(&group) {
+        return JoinGroupResponse::default()
+            .with_error_code(NOT_COORDINATOR)
             .with_generation_id(-1)
             .with_member_id(request.member_id);
     }

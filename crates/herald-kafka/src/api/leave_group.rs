@@ -3,9 +3,12 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::Shared;
+use super::{Shared, NOT_COORDINATOR};
 
 pub fn handle(shared: &Shared, version: i16, request: LeaveGroupRequest) -> LeaveGroupResponse {
+    if !shared.coordinates(&request.group_id.0) {
+        return LeaveGroupResponse::default().with_error_code(NOT_COORDINATOR);
+    }
     if version < 3 {
         let codes = shared
             .coordinator

@@ -34,8 +34,12 @@ pub mod produce;
 pub mod sasl;
 pub mod sync_group;
 
-/// Herald's node id: the only broker of its cluster.
+/// Herald's node id when it is the only broker of its cluster (embedded storage). On
+/// JetStream storage every gateway has its own id from the shared node registry.
 pub const NODE_ID: i32 = 0;
+/// Answer to a group request sent to a gateway that does not coordinate the group: the
+/// client looks the coordinator up again (FindCoordinator) and retries there.
+pub const NOT_COORDINATOR: i16 = 16;
 /// Cluster id reported in Metadata.
 pub const CLUSTER_ID: &str = "herald";
 
@@ -69,6 +73,63 @@ impl Shared {
         )
     }
 
+    /// This gateway's node: id, host and port.
+    pub fn node(&self) -> (i32, StrBytes, i32) {
+        let (host, port) = self.advertised();
+        let id = self
+            .options
+            .cluster
+            .as_ref()
+            .map_or(NODE_ID, |cluster| cluster.me().id);
+        (id, host, port)
+    }
+
+    /// The nodes reported as brokers: every live gateway (just this one without a
+    /// cluster, or while it sees no live node).
+    pub fn brokers(&self) -> Vec<(i32, StrBytes, i32)> {
+        let live = self
+            .options
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.live())
+            .unwrap_or_default();
+        if live.is_empty() {
+            return vec![self.node()];
+        }
+        live.into_iter().map(node_address).collect()
+    }
+
+    /// The node a partition is reported as led by. Any gateway serves any partition;
+    /// spreading leadership over the live nodes spreads clients' connections the way a
+    /// Kafka cluster does, and every gateway reports the same leader.
+    pub fn partition_leader(&self, topic: &str, partition: u32) -> i32 {
+        match &self.options.cluster {
+            Some(cluster) => cluster
+                .owner(&format!("partition/{topic}/{partition}"))
+                .map_or(self.node().0, |node| node.id),
+            None => NODE_ID,
+        }
+    }
+
+    /// The coordinator of `group`; `None` when no gateway is live to coordinate it.
+    pub fn coordinator_of(&self, group: &str) -> Option<(i32, StrBytes, i32)> {
+        match &self.options.cluster {
+            Some(cluster) => cluster.owner(&group_key(group)).map(node_address),
+            None => Some(self.node()),
+        }
+    }
+
+    /// Whether this gateway coordinates `group` (always on embedded storage). Group
+    /// requests for a group coordinated elsewhere answer `NOT_COORDINATOR`.
+    pub fn coordinates(&self, group: &str) -> bool {
+        match &self.options.cluster {
+            Some(cluster) => cluster
+                .owner(&group_key(group))
+                .is_some_and(|node| node.id == cluster.me().id),
+            None => true,
+        }
+    }
+
     /// The topic, created with the default partition count when it does not exist and
     /// auto-creation is on (and `allowed` by the request).
     pub async fn topic_or_create(
@@ -92,6 +153,18 @@ impl Shared {
             other => other,
         }
     }
+}
+
+fn group_key(group: &str) -> String {
+    format!("group/{group}")
+}
+
+fn node_address(node: herald_broker::storage::KafkaNode) -> (i32, StrBytes, i32) {
+    (
+        node.id,
+        StrBytes::from_string(node.host),
+        i32::from(node.port),
+    )
 }
 
 /// What a connection knows about its client.

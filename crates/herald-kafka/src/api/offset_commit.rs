@@ -12,13 +12,15 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use super::Shared;
+use super::{Shared, NOT_COORDINATOR};
 use crate::error::kafka_code;
 
 pub async fn handle(shared: &Shared, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
     let group_code = if validate_name("group", &group).is_err() {
         ResponseError::InvalidGroupId.code()
+    } else if !shared.coordinates(&group) {
+        NOT_COORDINATOR
     } else {
         shared.coordinator.check_commit(
             &group,

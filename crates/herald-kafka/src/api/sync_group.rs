@@ -2,9 +2,12 @@
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{text, Shared};
+use super::{text, Shared, NOT_COORDINATOR};
 
 pub async fn handle(shared: &Shared, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
+    if !shared.coordinates(&request.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(NOT_COORDINATOR);
+    }
     let assignments = request
         .assignments
         .into_iter()

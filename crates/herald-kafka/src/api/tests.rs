@@ -577,3 +577,11 @@ async fn group_apis_at_every_version() {
         assert!(left.members.iter().all(|m| m.error_code == 0));
     }
 }
+
+#[test]
+fn not_coordinator_is_kafkas_code() {
+    assert_eq!(
+        super::NOT_COORDINATOR,
+        kafka_protocol::ResponseError::NotCoordinator.code()
+    );
+}
