@@ -189,7 +189,9 @@ impl SharedRegistry {
             match self.kv.entry(settings_key(&name)).await {
                 Ok(Some(entry)) if entry.operation == Operation::Put => {}
                 Ok(_) => self.forget(&name),
-                Err(error) => tracing::warn!(%error, group = %name, "checking a persistent subscription failed"),
+                Err(error) => {
+                    tracing::warn!(%error, group = %name, "checking a persistent subscription failed")
+                }
             }
         }
         for (name, before) in replayed {
