@@ -516,6 +516,9 @@ struct Progress {
     checkpoint: Option<u64>,
     /// The ack floor `checkpoint` was read at.
     floor: u64,
+    /// The counts read with that floor (`info` answers both from one refresh, so a
+    /// drained group never shows an older checkpoint).
+    counts: herald_bus::queue::state::QueueCounts,
 }
 
 /// One cached parked record.
@@ -645,8 +648,8 @@ impl SharedGroup {
     /// through it, and every 250 ms).
     pub fn info(&self) -> Result<PersistentInfo, EventStoreError> {
         self.check_live()?;
-        let counts = self.leases.counts();
         let progress = *self.progress.lock();
+        let counts = progress.counts;
         let tail = *self.tail.lock();
         let end = self.queue.next_offset();
         let parked = self
@@ -691,18 +694,27 @@ impl SharedGroup {
             }
         }
         self.leases.maintain(now).await;
-        let floor = self.leases.counts().ack_floor;
-        let known = self.progress.lock().floor;
-        if floor != known || floor == 0 {
-            let checkpoint = match floor.checked_sub(1) {
+        let counts = self.leases.counts();
+        let floor = counts.ack_floor;
+        let known = *self.progress.lock();
+        let checkpoint = if floor != known.floor || floor == 0 {
+            match floor.checked_sub(1) {
                 None => Ok(self.settings.start_after),
                 Some(below) => self.queue_record(below).await.map(|r| Some(r.cursor)),
-            };
-            match checkpoint {
-                Ok(checkpoint) => *self.progress.lock() = Progress { checkpoint, floor },
-                Err(error) => {
-                    tracing::debug!(%error, "reading a persistent subscription checkpoint failed")
+            }
+        } else {
+            Ok(known.checkpoint)
+        };
+        match checkpoint {
+            Ok(checkpoint) => {
+                *self.progress.lock() = Progress {
+                    checkpoint,
+                    floor,
+                    counts,
                 }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "reading a persistent subscription checkpoint failed")
             }
         }
         if let Err(error) = self.load_parked().await {
