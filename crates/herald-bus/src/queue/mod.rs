@@ -233,7 +233,7 @@ impl Queue {
                         })?,
                     })
                     .await?;
-                let shared = SharedLeases::new(queue, config.visibility_timeout_ms);
+                let shared = SharedLeases::new(queue, config.visibility_timeout_ms).trimming();
                 shared.maintain(now_ms()).await;
                 tracing::info!(subscription = %config.subscription, "queue opened on JetStream");
                 Leases::Shared(shared)

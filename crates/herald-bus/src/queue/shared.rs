@@ -47,6 +47,8 @@ pub struct SharedLeases {
     counts: Mutex<WorkQueueCounts>,
     kept: Mutex<HashMap<String, Kept>>,
     last: Mutex<HashMap<String, LastLease>>,
+    /// Whether maintenance deletes finished records ([`SharedLeases::trimming`]).
+    trims: bool,
     last_trim: Mutex<Option<Instant>>,
 }
 
@@ -67,8 +69,16 @@ impl SharedLeases {
             counts: Mutex::new(WorkQueueCounts::default()),
             kept: Mutex::new(HashMap::new()),
             last: Mutex::new(HashMap::new()),
+            trims: false,
             last_trim: Mutex::new(None),
         }
+    }
+
+    /// Maintenance also deletes the queue's finished records (for an owner that never
+    /// reads a record outside a lease).
+    pub fn trimming(mut self) -> Self {
+        self.trims = true;
+        self
     }
 
     /// Dead-letters `receipt`'s message if this lease lapses (its last allowed delivery).
@@ -214,8 +224,9 @@ impl SharedLeases {
         Ok(self.queue.term_taken(receipt).await?)
     }
 
-    /// Renews the leases kept past the ack wait, refreshes the counts and, every
-    /// [`TRIM_EVERY`], deletes the records every lease is done with.
+    /// Renews the leases kept past the ack wait, refreshes the counts and, if
+    /// [`SharedLeases::trimming`], every [`TRIM_EVERY`] deletes the records every lease
+    /// is done with.
     pub async fn maintain(&self, now_ms: i64) {
         let due: Vec<String> = {
             let mut kept = self.kept.lock();
@@ -248,7 +259,8 @@ impl SharedLeases {
         };
         let due = {
             let mut last = self.last_trim.lock();
-            let due = counts.ack_floor > self.queue.partition().start_offset()
+            let due = self.trims
+                && counts.ack_floor > self.queue.partition().start_offset()
                 && last.is_none_or(|at| at.elapsed() >= TRIM_EVERY);
             if due {
                 *last = Some(Instant::now());
