@@ -207,13 +207,10 @@ impl NodeRegistry {
             let view = self.view.lock();
             (node_key(view.me.id), view.my_revision)
         };
-        // Only our own write is removed: a key someone else claimed since stays.
-        if let Err(error) = self.kv.update(&key, Bytes::new(), revision).await {
-            tracing::debug!(%error, "Kafka node key not cleared at leave");
-            return;
-        }
-        if let Err(error) = self.kv.delete(&key).await {
-            tracing::warn!(%error, "Kafka node key not removed at leave");
+        // Only our own write is removed (compare-and-delete): a key someone else claimed
+        // since stays.
+        if let Err(error) = self.kv.delete_expect_revision(&key, Some(revision)).await {
+            tracing::debug!(%error, "Kafka node key not removed at leave");
         }
     }
 

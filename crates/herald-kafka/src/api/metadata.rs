@@ -86,8 +86,9 @@ const INTERNAL_PREFIX: &str = "__";
 /// A topic's metadata: each partition with its reported leader as its only replica.
 pub fn describe(shared: &Shared, name: &str, partitions: u32) -> MetadataResponseTopic {
     let partitions = (0..partitions)
-        .map(|p| {
-            let leader = BrokerId(shared.partition_leader(name, p));
+        .zip(shared.partition_leaders(name, partitions))
+        .map(|(p, leader)| {
+            let leader = BrokerId(leader);
             MetadataResponsePartition::default()
                 .with_partition_index(i32::try_from(p).unwrap_or(i32::MAX))
                 .with_leader_id(leader)

@@ -4,6 +4,7 @@
 //! the group coordinator) and [`Session`] (per connection). Handlers never fail as a
 //! whole: every problem becomes a Kafka error code in the response.
 
+use herald_broker::storage::node_registry::owner_of;
 use herald_broker::{Broker, TopicConfig};
 use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -99,16 +100,19 @@ impl Shared {
         live.into_iter().map(node_address).collect()
     }
 
-    /// The node a partition is reported as led by. Any gateway serves any partition;
-    /// spreading leadership over the live nodes spreads clients' connections the way a
-    /// Kafka cluster does, and every gateway reports the same leader.
-    pub fn partition_leader(&self, topic: &str, partition: u32) -> i32 {
-        match &self.options.cluster {
-            Some(cluster) => cluster
-                .owner(&format!("partition/{topic}/{partition}"))
-                .map_or(self.node().0, |node| node.id),
-            None => NODE_ID,
-        }
+    /// The nodes `topic`'s partitions `0..partitions` are reported as led by. Any gateway
+    /// serves any partition; spreading leadership over the live nodes spreads clients'
+    /// connections the way a Kafka cluster does, and every gateway reports the same
+    /// leaders.
+    pub fn partition_leaders(&self, topic: &str, partitions: u32) -> Vec<i32> {
+        let Some(cluster) = &self.options.cluster else {
+            return vec![NODE_ID; partitions as usize];
+        };
+        let live = cluster.live();
+        let me = self.node().0;
+        (0..partitions)
+            .map(|p| owner_of(&format!("partition/{topic}/{p}"), &live).map_or(me, |node| node.id))
+            .collect()
     }
 
     /// The coordinator of `group`; `None` when no gateway is live to coordinate it.
