@@ -40,6 +40,16 @@ fn nats_server_bin() -> PathBuf {
     );
 }
 
+/// Another attempt after a port taken between choosing it and the server binding it
+/// (tests run in parallel); panics with the log on any other failure, or the fifth.
+fn retry_or_panic(attempt: &mut u32, log: &str) {
+    *attempt += 1;
+    if *attempt >= 5 || !log.contains("address already in use") {
+        panic!("nats-server did not become ready within {STARTUP_TIMEOUT:?}\n--- log ---\n{log}");
+    }
+    eprintln!("nats-server port taken meanwhile; trying other ports");
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -60,18 +70,23 @@ pub struct NatsServer {
 impl NatsServer {
     /// A single server storing under `dir`.
     pub fn start(dir: &Path) -> NatsServer {
-        let port = free_port();
-        let store = dir.join("jetstream");
-        let args = vec![
-            "-js".to_string(),
-            "-a".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "-sd".into(),
-            store.display().to_string(),
-        ];
-        NatsServer::spawn(args, port, dir.join("nats.log"))
+        let mut attempt = 0;
+        loop {
+            let port = free_port();
+            let args = vec![
+                "-js".to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+                "-sd".into(),
+                dir.join("jetstream").display().to_string(),
+            ];
+            match NatsServer::spawn(args, port, dir.join("nats.log")) {
+                Ok(server) => return server,
+                Err(log) => retry_or_panic(&mut attempt, &log),
+            }
+        }
     }
 
     /// A single server in a temporary directory of its own.
@@ -87,41 +102,53 @@ impl NatsServer {
 
     /// Three servers clustered on 127.0.0.1 (JetStream with Raft across them).
     pub fn start_cluster(dir: &Path) -> Vec<NatsServer> {
+        let mut attempt = 0;
+        loop {
+            // A fresh store per attempt: a node that started before another failed must
+            // not keep a cluster's half-made state.
+            let base = dir.join(format!("attempt{attempt}"));
+            match NatsServer::try_cluster(&base) {
+                Ok(servers) => return servers,
+                Err(log) => retry_or_panic(&mut attempt, &log),
+            }
+        }
+    }
+
+    fn try_cluster(dir: &Path) -> Result<Vec<NatsServer>, String> {
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
             .collect();
-        let servers: Vec<NatsServer> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, cluster))| {
-                let node = dir.join(format!("node{i}"));
-                std::fs::create_dir_all(&node).expect("node dir");
-                let args = vec![
-                    "-js".to_string(),
-                    "-a".into(),
-                    "127.0.0.1".into(),
-                    "-p".into(),
-                    client.to_string(),
-                    "-sd".into(),
-                    node.join("jetstream").display().to_string(),
-                    "-n".into(),
-                    format!("n{i}"),
-                    "--cluster_name".into(),
-                    "herald-test".into(),
-                    "--cluster".into(),
-                    format!("nats://127.0.0.1:{cluster}"),
-                    "--routes".into(),
-                    routes.join(","),
-                ];
-                NatsServer::spawn(args, *client, node.join("nats.log"))
-            })
-            .collect();
-        servers
+        let mut servers = Vec::new();
+        for (i, (client, cluster)) in ports.iter().enumerate() {
+            let node = dir.join(format!("node{i}"));
+            std::fs::create_dir_all(&node).expect("node dir");
+            let args = vec![
+                "-js".to_string(),
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                client.to_string(),
+                "-sd".into(),
+                node.join("jetstream").display().to_string(),
+                "-n".into(),
+                format!("n{i}"),
+                "--cluster_name".into(),
+                "herald-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{cluster}"),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            // On failure the servers started so far are stopped (dropped) with it.
+            servers.push(NatsServer::spawn(args, *client, node.join("nats.log"))?);
+        }
+        Ok(servers)
     }
 
-    fn spawn(args: Vec<String>, port: u16, log: PathBuf) -> NatsServer {
+    /// A started server, or the log of one that did not start.
+    fn spawn(args: Vec<String>, port: u16, log: PathBuf) -> Result<NatsServer, String> {
         let mut server = NatsServer {
             child: None,
             dir: None,
@@ -129,12 +156,20 @@ impl NatsServer {
             args,
             log,
         };
-        server.restart();
-        server
+        server.try_restart()?;
+        Ok(server)
     }
 
     /// Starts the (stopped) server again with the same ports and store.
     pub fn restart(&mut self) {
+        if let Err(log) = self.try_restart() {
+            panic!(
+                "nats-server did not become ready within {STARTUP_TIMEOUT:?}\n--- log ---\n{log}"
+            );
+        }
+    }
+
+    fn try_restart(&mut self) -> Result<(), String> {
         assert!(
             self.child.is_none(),
             "restart() needs a stopped nats-server"
@@ -169,10 +204,7 @@ impl NatsServer {
         if ready_rx.recv_timeout(STARTUP_TIMEOUT).is_err() {
             let _ = child.kill();
             let _ = child.wait();
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            panic!(
-                "nats-server did not become ready within {STARTUP_TIMEOUT:?}\n--- log ---\n{log}"
-            );
+            return Err(std::fs::read_to_string(&self.log).unwrap_or_default());
         }
         self.child = Some(child);
         // Clients can connect now; JetStream answers once its store is open.
@@ -185,6 +217,7 @@ impl NatsServer {
             );
             thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
