@@ -652,10 +652,13 @@ impl SharedGroup {
         let counts = progress.counts;
         let tail = *self.tail.lock();
         let end = self.queue.next_offset();
-        let parked = self
-            .parked
-            .next_offset()
-            .saturating_sub(self.replayed_before.load(Ordering::Acquire));
+        // From the loaded parked list, as `list_parked` answers (the parked stream's end
+        // can be ahead of it until the next refresh).
+        let parked = {
+            let before = self.replayed_before.load(Ordering::Acquire);
+            let cache = self.parked_cache.lock();
+            (cache.len() - cache.partition_point(|p| p.index < before)) as u64
+        };
         let last_dispatched = tail.and_then(|t| t.cursor).or(self.settings.start_after);
         let mut checkpoint = progress.checkpoint;
         // Everything queued is finished: every examined event is handled.
