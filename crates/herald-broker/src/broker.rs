@@ -124,6 +124,10 @@ struct Inner {
     /// Recent publish rates per topic and source (the console's topology view).
     activity: ActivityTracker,
     shutting_down: AtomicBool,
+    /// Held (shared) by every publish from its admission to its last partition's append;
+    /// shutdown takes it exclusively before closing partitions, so a batch admitted
+    /// before shutdown is appended whole, never cut between partitions.
+    publishing: tokio::sync::RwLock<()>,
     /// Flips to true at shutdown; long-polling fetches wait on it too.
     shutdown_signal: tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -219,6 +223,7 @@ impl Broker {
                 groups: Mutex::new(groups),
                 group_writers: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                publishing: tokio::sync::RwLock::new(()),
                 shutdown_signal: tokio::sync::watch::channel(false).0,
                 background: Mutex::new(Vec::new()),
                 jetstream,
@@ -587,6 +592,8 @@ impl Broker {
         forced_partition: Option<u32>,
         store_ids: Option<Vec<String>>,
     ) -> Result<Vec<PublishReceipt>, BrokerError> {
+        self.check_running()?;
+        let _admitted = self.inner.publishing.read().await;
         self.check_running()?;
         let topic = self.topic(topic_name)?;
         if entries.is_empty() {
@@ -1647,6 +1654,14 @@ impl Broker {
             return;
         }
         self.inner.shutdown_signal.send_replace(true);
+        // Publishes under way finish (bounded: one stuck on unreachable storage must
+        // not hold the shutdown).
+        if tokio::time::timeout(PUBLISH_DRAIN, self.inner.publishing.write())
+            .await
+            .is_err()
+        {
+            tracing::warn!("publishes under way did not finish in time; closing anyway");
+        }
         for task in self.inner.background.lock().drain(..) {
             task.abort();
         }
@@ -1662,6 +1677,9 @@ impl Broker {
 }
 
 /// The state of `group`, or `GroupNotFound`.
+/// Longest shutdown waits for publishes under way.
+const PUBLISH_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Counter of events appended per topic/partition (`metrics` facade).
 pub const APPENDED_EVENTS_METRIC: &str = "herald_appended_events_total";
 /// Counter of bytes appended per topic/partition: each event's encoded form plus its key.
