@@ -273,13 +273,13 @@ async fn finished_records_are_deleted_and_a_nacked_one_never_is() {
         q.ack(&leased[2].receipt).await.unwrap(),
         LeaseOutcome::AlreadyDone
     );
-    assert_eq!(q.trim().await.unwrap(), (2, false));
+    assert_eq!(q.trim(Duration::ZERO).await.unwrap(), (2, false));
     let partition = q.partition();
     assert_eq!(partition.start_offset(), 2, "records 0 and 1 deleted");
     // The taken one is terminated: its marker goes, the floor still waits for offset 2.
     q.term_taken(&leased[7].receipt).await.unwrap();
     assert_eq!(lease_keys(&nats).await, [3, 6]);
-    assert_eq!(q.trim().await.unwrap(), (2, false));
+    assert_eq!(q.trim(Duration::ZERO).await.unwrap(), (2, false));
 
     // Both come back after their delay and are acknowledged: everything goes.
     let mut back = Vec::new();
@@ -297,7 +297,7 @@ async fn finished_records_are_deleted_and_a_nacked_one_never_is() {
         assert_eq!(q.ack(&l.receipt).await.unwrap(), LeaseOutcome::Done);
     }
     assert!(lease_keys(&nats).await.is_empty());
-    assert_eq!(q.trim().await.unwrap(), (20, false));
+    assert_eq!(q.trim(Duration::ZERO).await.unwrap(), (20, false));
     assert_eq!(partition.start_offset(), 20, "every record deleted");
     assert_eq!(partition.next_offset(), 20);
 }

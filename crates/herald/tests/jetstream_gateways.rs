@@ -681,13 +681,18 @@ fn a_queue_subscription_is_served_by_every_gateway_and_outlives_one() {
         pulled_via.iter().all(|n| *n > 0),
         "both gateways served pulls: {pulled_via:?}"
     );
-    // Every job is acknowledged: the queue's stream is emptied of them (within a trim
-    // round, every 5 s).
-    wait_for("the acknowledged jobs deleted from the queue", WAIT, || {
-        let topic = b.get("/v1/topics/__sub.workers").expect_status(200).body;
-        let stats = &topic["partition_stats"][0];
-        (stats["start_offset"] == 40 && stats["end_offset"] == 40).then_some(())
-    });
+    // Every job is acknowledged: the queue's stream is emptied of them once they are 30 s
+    // old (a trim round every 5 s).
+    let trimmed = Duration::from_secs(90);
+    wait_for(
+        "the acknowledged jobs deleted from the queue",
+        trimmed,
+        || {
+            let topic = b.get("/v1/topics/__sub.workers").expect_status(200).body;
+            let stats = &topic["partition_stats"][0];
+            (stats["start_offset"] == 40 && stats["end_offset"] == 40).then_some(())
+        },
+    );
     // A message leased through gateway one when it dies is handed out again by gateway
     // two once its visibility timeout passes; gateway two keeps queueing new events.
     a.publish("jobs", &[event("held")]);

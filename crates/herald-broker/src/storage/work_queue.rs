@@ -543,15 +543,29 @@ impl WorkQueue {
         Ok(safe_floor(counts.ack_floor, lowest))
     }
 
-    /// Deletes up to [`TRIM_BATCH`] records below [`WorkQueue::done_below`], one message
-    /// at a time: a stream purge would be shorter, but NATS 2.9 forgets every pending
+    /// Deletes up to [`TRIM_BATCH`] records below [`WorkQueue::done_below`] and appended
+    /// at least `min_age` ago (recent copies stay readable, e.g. by the console's event
+    /// chains), one message at a time: a stream purge would be shorter, but NATS 2.9 forgets every pending
     /// delivery of the stream's consumers on a purge (leased and nacked messages above it
     /// too would never come back), while deleting a finished message leaves them alone.
     /// Returns the floor and whether records below it are left.
-    pub async fn trim(&self) -> Result<(u64, bool), BrokerError> {
+    pub async fn trim(&self, min_age: Duration) -> Result<(u64, bool), BrokerError> {
         let floor = self.done_below().await?;
         self.partition.refresh().await;
         let start = self.partition.start_offset();
+        if start >= floor {
+            return Ok((floor, false));
+        }
+        let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
+        let floor = if min_age.is_zero() {
+            floor
+        } else {
+            let young = self
+                .partition
+                .offset_for_timestamp(now_ms().saturating_sub(min_age_ms))
+                .await?;
+            floor.min(young)
+        };
         if start >= floor {
             return Ok((floor, false));
         }

@@ -22,6 +22,9 @@ use crate::queue::state::{QueueCounts, ReceiptOutcome};
 /// How often a gateway deletes a queue's finished records (every gateway does; deleting
 /// below a floor is idempotent).
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// Finished records younger than this stay (the console's event chains show queued
+/// copies).
+const TRIM_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// One lease this gateway keeps alive past the ack wait.
 #[derive(Debug, Clone, Copy)]
@@ -268,7 +271,7 @@ impl SharedLeases {
             due
         };
         if due {
-            match self.queue.trim().await {
+            match self.queue.trim(TRIM_MIN_AGE).await {
                 // More to delete: go on at the next round.
                 Ok((_, true)) => *self.last_trim.lock() = None,
                 Ok((_, false)) => {}
