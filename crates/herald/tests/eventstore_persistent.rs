@@ -13,54 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Api, Server};
+use common::persistent::{ack, append, id_of, nack, outcomes, read};
+use common::Server;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const EVENTS: usize = 1000;
 const CONSUMERS: usize = 3;
-
-fn append(api: &Api, stream: &str, ids: &[String]) {
-    let events: Vec<Value> = ids.iter().map(|id| common::event(id)).collect();
-    api.post_json(
-        &format!("/v1/streams/{stream}"),
-        &json!({ "events": events }),
-    )
-    .expect_status(200);
-}
-
-fn read(api: &Api, group: &str, body: Value) -> Vec<Value> {
-    api.post_json(&format!("/v1/persistent/{group}/read"), &body)
-        .expect_status(200)
-        .body["events"]
-        .as_array()
-        .expect("events")
-        .clone()
-}
-
-fn outcomes(reply: &Value) -> Vec<String> {
-    reply["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["outcome"].as_str().expect("outcome").to_string())
-        .collect()
-}
-
-fn receipts(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["receipt"].as_str().expect("receipt").to_string())
-        .collect()
-}
-
-fn id_of(event: &Value) -> String {
-    event["event"]["event"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
 
 #[derive(Default)]
 struct Tally {
@@ -113,15 +73,9 @@ fn competing_consumers_drain_events_appended_while_they_consume() {
                             continue;
                         }
                     }
-                    let reply = api
-                        .post_json(
-                            "/v1/persistent/billing/ack",
-                            &json!({"receipts": receipts(&events)}),
-                        )
-                        .expect_status(200)
-                        .body;
+                    let outcomes = ack(&api, "billing", &events);
                     let mut t = tally.lock().expect("tally");
-                    for (e, outcome) in events.iter().zip(outcomes(&reply)) {
+                    for (e, outcome) in events.iter().zip(outcomes) {
                         match outcome.as_str() {
                             "acked" => *t.acked.entry(id_of(e)).or_default() += 1,
                             "lease_lost" | "already_done" => t.late_acks += 1,
@@ -233,24 +187,9 @@ fn nack_retries_then_parks_and_replay_brings_events_back() {
             .filter(|e| id_of(e) != "p0")
             .cloned()
             .collect();
-        if !others.is_empty() {
-            let reply = api
-                .post_json(
-                    "/v1/persistent/g/ack",
-                    &json!({"receipts": receipts(&others)}),
-                )
-                .expect_status(200)
-                .body;
-            assert!(outcomes(&reply).iter().all(|o| o == "acked"), "{reply}");
-        }
-        let reply = api
-            .post_json(
-                "/v1/persistent/g/nack",
-                &json!({"receipts": receipts(&p0), "action": "retry", "reason": "card declined"}),
-            )
-            .expect_status(200)
-            .body;
-        parked_outcome = outcomes(&reply).pop();
+        let acked = ack(&api, "g", &others);
+        assert!(acked.iter().all(|o| o == "acked"), "{acked:?}");
+        parked_outcome = nack(&api, "g", &p0, "retry", "card declined").pop();
     }
     assert_eq!(parked_outcome.as_deref(), Some("parked"));
     assert!(
@@ -276,31 +215,9 @@ fn nack_retries_then_parks_and_replay_brings_events_back() {
     // An explicit park and a skip.
     append(&api, "pay-1", &["p3".into(), "p4".into()]);
     let events = read(&api, "g", json!({"max": 10}));
-    let by_id = |id: &str| -> Vec<String> {
-        receipts(
-            &events
-                .iter()
-                .filter(|e| id_of(e) == id)
-                .cloned()
-                .collect::<Vec<_>>(),
-        )
-    };
-    let reply = api
-        .post_json(
-            "/v1/persistent/g/nack",
-            &json!({"receipts": by_id("p3"), "action": "park"}),
-        )
-        .expect_status(200)
-        .body;
-    assert_eq!(outcomes(&reply), ["parked"]);
-    let reply = api
-        .post_json(
-            "/v1/persistent/g/nack",
-            &json!({"receipts": by_id("p4"), "action": "skip"}),
-        )
-        .expect_status(200)
-        .body;
-    assert_eq!(outcomes(&reply), ["skipped"]);
+    let by_id = |id: &str| -> Vec<&Value> { events.iter().filter(|e| id_of(e) == id).collect() };
+    assert_eq!(nack(&api, "g", &by_id("p3"), "park", ""), ["parked"]);
+    assert_eq!(nack(&api, "g", &by_id("p4"), "skip", ""), ["skipped"]);
     // Replay: both parked events come back, with a fresh delivery count.
     let replayed = api
         .post_json("/v1/persistent/g/parked/replay", &json!({}))
@@ -317,14 +234,7 @@ fn nack_retries_then_parks_and_replay_brings_events_back() {
     assert!(events
         .iter()
         .all(|e| e["delivery_count"].as_u64() == Some(1)));
-    let reply = api
-        .post_json(
-            "/v1/persistent/g/ack",
-            &json!({"receipts": receipts(&events)}),
-        )
-        .expect_status(200)
-        .body;
-    assert!(outcomes(&reply).iter().all(|o| o == "acked"));
+    assert!(ack(&api, "g", &events).iter().all(|o| o == "acked"));
     // CLI over the same server.
     let out = common::run_cli(
         &server.url(),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::persistent::{self, id_of, receipts};
 use common::{Api, Server};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,40 +37,11 @@ fn append_jobs(api: &Api, count: usize) -> BTreeSet<String> {
 }
 
 fn read(api: &Api, max: u64) -> Vec<Value> {
-    api.post_json("/v1/persistent/g/read", &json!({"max": max}))
-        .expect_status(200)
-        .body["events"]
-        .as_array()
-        .expect("events")
-        .clone()
-}
-
-fn id_of(event: &Value) -> String {
-    event["event"]["event"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
-
-fn receipts(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["receipt"].as_str().expect("receipt").to_string())
-        .collect()
+    persistent::read(api, "g", json!({ "max": max }))
 }
 
 fn ack(api: &Api, events: &[Value]) -> Vec<String> {
-    api.post_json(
-        "/v1/persistent/g/ack",
-        &json!({"receipts": receipts(events)}),
-    )
-    .expect_status(200)
-    .body["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["outcome"].as_str().expect("outcome").to_string())
-        .collect()
+    persistent::ack(api, "g", events)
 }
 
 /// Reads and acks until a read comes back empty; returns the delivered events.
@@ -115,18 +87,8 @@ fn checkpoint_parked_list_and_in_flight_events_survive_a_restart() {
     let (to_ack, rest) = first.split_at(60);
     let (to_park, in_flight) = rest.split_at(10);
     assert!(ack(&api, to_ack).iter().all(|o| o == "acked"));
-    let parked = api
-        .post_json(
-            "/v1/persistent/g/nack",
-            &json!({"receipts": receipts(to_park), "action": "park", "reason": "poison"}),
-        )
-        .expect_status(200)
-        .body;
-    assert!(parked["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .all(|r| r["outcome"] == "parked"));
+    let parked = persistent::nack(&api, "g", to_park, "park", "poison");
+    assert!(parked.iter().all(|o| o == "parked"), "{parked:?}");
     let before = api.get("/v1/persistent/g").expect_status(200).body;
     let parked_before =
         api.get("/v1/persistent/g/parked").expect_status(200).body["parked"].clone();

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::nats::NatsServer;
+use common::persistent::{ack, append, id_of, nack, outcomes, read};
 use common::{wait_for, Api, Server};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,72 +37,6 @@ fn two_gateways() -> (NatsServer, Server, Server) {
     let one = gateway(&nats.url());
     let two = gateway(&nats.url());
     (nats, one, two)
-}
-
-fn append(api: &Api, stream: &str, ids: &[String]) {
-    let events: Vec<Value> = ids.iter().map(|id| common::event(id)).collect();
-    api.post_json(
-        &format!("/v1/streams/{stream}"),
-        &json!({ "events": events }),
-    )
-    .expect_status(200);
-}
-
-fn read(api: &Api, group: &str, body: Value) -> Vec<Value> {
-    api.post_json(&format!("/v1/persistent/{group}/read"), &body)
-        .expect_status(200)
-        .body["events"]
-        .as_array()
-        .expect("events")
-        .clone()
-}
-
-fn id_of(event: &Value) -> String {
-    event["event"]["event"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
-
-fn receipts(events: &[&Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["receipt"].as_str().expect("receipt").to_string())
-        .collect()
-}
-
-fn outcomes(reply: &Value) -> Vec<String> {
-    reply["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["outcome"].as_str().expect("outcome").to_string())
-        .collect()
-}
-
-fn ack(api: &Api, group: &str, events: &[&Value]) -> Vec<String> {
-    if events.is_empty() {
-        return Vec::new();
-    }
-    let reply = api
-        .post_json(
-            &format!("/v1/persistent/{group}/ack"),
-            &json!({"receipts": receipts(events)}),
-        )
-        .expect_status(200)
-        .body;
-    outcomes(&reply)
-}
-
-fn nack(api: &Api, group: &str, events: &[&Value], action: &str, reason: &str) -> Vec<String> {
-    let reply = api
-        .post_json(
-            &format!("/v1/persistent/{group}/nack"),
-            &json!({"receipts": receipts(events), "action": action, "reason": reason}),
-        )
-        .expect_status(200)
-        .body;
-    outcomes(&reply)
 }
 
 /// Reads through `api` until the events of every id in `ids` came (other events are

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod persistent;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
