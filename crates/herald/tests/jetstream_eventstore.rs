@@ -10,23 +10,13 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::nats::NatsServer;
-use common::{wait_for, Api, Server};
+use common::nats::{gateway, NatsServer};
+use common::{wait_for, Api};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn gateway(nats_url: &str) -> Server {
-    Server::start_with_args(&[
-        "--storage",
-        "jetstream",
-        "--nats-url",
-        nats_url,
-        "--no-kafka",
-    ])
-}
 
 fn append(api: &Api, stream: &str, expected: Value, ids: &[String]) -> common::Reply {
     let events: Vec<Value> = ids.iter().map(|id| common::event(id)).collect();
@@ -79,8 +69,8 @@ fn all_when(api: &Api, count: usize) -> Vec<(u64, String, u64, String)> {
 #[test]
 fn appends_alternating_between_gateways_share_one_stream_and_one_all_order() {
     let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url());
-    let two = gateway(&nats.url());
+    let one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
     let (a, b) = (one.api(), two.api());
     let mut ids = Vec::new();
     let mut expected = json!("no_stream");
@@ -115,8 +105,8 @@ fn appends_alternating_between_gateways_share_one_stream_and_one_all_order() {
 fn racing_appends_with_one_expected_version_have_exactly_one_winner() {
     let seed = common::seed();
     let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url());
-    let two = gateway(&nats.url());
+    let one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
     let apis = [one.api(), two.api()];
     let rounds = 25u64;
     let mut winners = Vec::new();
@@ -177,8 +167,8 @@ fn racing_appends_with_one_expected_version_have_exactly_one_winner() {
 #[test]
 fn a_killed_gateway_rebuilds_its_mirror_and_serves_the_same_all() {
     let nats = NatsServer::start_temp();
-    let mut one = gateway(&nats.url());
-    let two = gateway(&nats.url());
+    let mut one = gateway(&nats.url(), &[]);
+    let two = gateway(&nats.url(), &[]);
     for i in 0..20u64 {
         let api = if i % 3 == 0 { one.api() } else { two.api() };
         append(

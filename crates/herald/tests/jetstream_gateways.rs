@@ -15,31 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::nats::NatsServer;
+use common::nats::{gateway, two_gateways, NatsServer};
 use common::{event, event_with_data, record_id, record_offset, wait_for, Api, Server};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn gateway(nats_url: &str, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--storage",
-        "jetstream",
-        "--nats-url",
-        nats_url,
-        "--no-kafka",
-    ];
-    args.extend_from_slice(extra);
-    Server::start_with_args(&args)
-}
-
-/// A nats-server and two gateways on it.
-fn two_gateways() -> (NatsServer, Server, Server) {
-    let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url(), &[]);
-    let two = gateway(&nats.url(), &[]);
-    (nats, one, two)
-}
 
 /// Publishes one event; `Some((partition, offset))` only when the gateway acknowledged it.
 fn try_publish(api: &Api, topic: &str, event: &Value) -> Option<(u32, u64)> {

@@ -12,32 +12,14 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::nats::NatsServer;
+use common::nats::two_gateways;
 use common::persistent::{ack, append, id_of, nack, outcomes, read};
-use common::{wait_for, Api, Server};
+use common::{wait_for, Api};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn gateway(nats_url: &str) -> Server {
-    Server::start_with_args(&[
-        "--storage",
-        "jetstream",
-        "--nats-url",
-        nats_url,
-        "--no-kafka",
-    ])
-}
-
-/// A nats-server and two gateways on it.
-fn two_gateways() -> (NatsServer, Server, Server) {
-    let nats = NatsServer::start_temp();
-    let one = gateway(&nats.url());
-    let two = gateway(&nats.url());
-    (nats, one, two)
-}
 
 /// Reads through `api` until the events of every id in `ids` came (other events are
 /// returned too); by id, the last delivery of each.
