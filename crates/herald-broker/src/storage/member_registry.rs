@@ -121,7 +121,7 @@ impl MemberRegistry {
     /// Removes a member's key (it left, or its session expired).
     pub async fn withdraw(&self, group: &str, member: &str) -> Result<(), BrokerError> {
         self.kv
-            .purge(member_key(group, member))
+            .delete(member_key(group, member))
             .await
             .map_err(|e| unavailable(format_args!("withdrawing {member}"), e))
     }

@@ -114,7 +114,7 @@ impl OffsetRegistry {
 
     pub async fn remove(&self, group: &str) -> Result<(), BrokerError> {
         self.kv
-            .purge(escape_key(group))
+            .delete(escape_key(group))
             .await
             .map_err(|e| unavailable(format_args!("removing group {group}"), e))
     }

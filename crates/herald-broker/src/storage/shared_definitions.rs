@@ -66,7 +66,7 @@ impl SharedDefinitions {
     pub async fn remove(&self, name: &str) -> Result<(), BrokerError> {
         let key = self.key(name);
         self.kv
-            .purge(&key)
+            .delete(&key)
             .await
             .map_err(|e| unavailable(format_args!("removing {key}"), e))
     }

@@ -72,7 +72,7 @@ impl TopicRegistry {
 
     pub async fn delete(&self, name: &str) -> Result<(), BrokerError> {
         self.kv
-            .purge(escape_key(name))
+            .delete(escape_key(name))
             .await
             .map_err(|e| unavailable(format_args!("deleting topic {name}"), e))
     }

@@ -57,7 +57,7 @@ pub struct LeaseTable {
     kv: kv::Store,
     js: async_nats::jetstream::Context,
     /// False for a bucket made by an earlier version (`deny_delete`): entries are then
-    /// ended with a compare-and-set purge, which leaves a tombstone.
+    /// ended with a compare-and-set KV delete, which leaves a tombstone.
     deletable: bool,
 }
 
@@ -95,7 +95,7 @@ impl LeaseTable {
         if !self.deletable {
             return self
                 .kv
-                .purge_expect_revision(key, Some(revision))
+                .delete_expect_revision(key, Some(revision))
                 .await
                 .map_err(|e| e.to_string());
         }

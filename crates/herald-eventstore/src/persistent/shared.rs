@@ -73,8 +73,13 @@ const OPEN_ATTEMPTS: u32 = 5;
 /// Pause before following the bucket again after its watch ended (and between retries
 /// of groups this gateway failed to open).
 const WATCH_RETRY: Duration = Duration::from_millis(500);
-/// How often the bucket is loaded again whatever its watch delivered.
+/// How often the follower checks its watch against the bucket (one stream info request):
+/// when the watch has not delivered a revision the bucket held one check earlier, the
+/// whole bucket is loaded again.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Every how many checks the whole bucket is loaded again whatever the watch delivered
+/// (an entry skipped before one delivered escapes the check).
+const FULL_RELOAD_CHECKS: u32 = 30;
 const REPLAYED_SUFFIX: &str = ".replayed";
 
 fn unavailable(what: impl std::fmt::Display, error: impl std::fmt::Display) -> EventStoreError {
@@ -145,15 +150,15 @@ impl SharedRegistry {
             admin: tokio::sync::Mutex::new(()),
             watcher: Mutex::new(None),
         });
-        let revision = registry.load().await?;
-        let task = tokio::spawn(follow(Arc::downgrade(&registry), revision));
+        let (revision, failed) = registry.load().await?;
+        let task = tokio::spawn(follow(Arc::downgrade(&registry), revision, failed));
         *registry.watcher.lock() = Some(task);
         Ok(registry)
     }
 
     /// Opens every group of the bucket not open yet, closes those gone; the revision to
-    /// follow from.
-    async fn load(&self) -> Result<u64, EventStoreError> {
+    /// follow from, and the entries of the groups that failed to open (to try again).
+    async fn load(&self) -> Result<(u64, Failed), EventStoreError> {
         let (entries, revision) = load_entries(&self.kv, "es subscriptions")
             .await
             .map_err(broker)?;
@@ -167,14 +172,19 @@ impl SharedRegistry {
                 Some(group) => {
                     replayed.insert(unescape_key(group), parse_u64(&entry.value));
                 }
-                None => present.push(entry.value),
+                None => present.push((entry.key, entry.value)),
             }
         }
         let mut names = Vec::new();
-        for value in present {
+        let mut failed = Failed::new();
+        for (key, value) in present {
             match self.open_from(&value).await {
                 Ok(group) => names.push(group.settings.group.clone()),
-                Err(error) => tracing::warn!(%error, "opening a persistent subscription failed"),
+                Err(error) => {
+                    tracing::warn!(%error, "opening a persistent subscription failed");
+                    names.push(unescape_key(&key));
+                    failed.insert(key, value);
+                }
             }
         }
         let gone: Vec<String> = self
@@ -199,7 +209,7 @@ impl SharedRegistry {
                 group.replayed_before.fetch_max(before, Ordering::AcqRel);
             }
         }
-        Ok(revision)
+        Ok((revision, failed))
     }
 
     /// Opens the group a bucket value describes (or returns the open one).
@@ -326,7 +336,7 @@ impl SharedRegistry {
             Err(e) => return Err(unavailable(format_args!("creating {key}"), e)),
         }
         // A replay marker of an earlier group of this name no longer applies.
-        if let Err(e) = self.kv.purge(replayed_key(&settings.group)).await {
+        if let Err(e) = self.kv.delete(replayed_key(&settings.group)).await {
             tracing::warn!(error = %e, group = %settings.group, "clearing an old replay marker failed");
         }
         self.open_from(&value).await
@@ -335,10 +345,10 @@ impl SharedRegistry {
     pub async fn delete(&self, name: &str) -> Result<(), EventStoreError> {
         let group = self.get_or_open(name).await?;
         self.kv
-            .purge(settings_key(name))
+            .delete(settings_key(name))
             .await
             .map_err(|e| unavailable(format_args!("deleting group {name}"), e))?;
-        if let Err(e) = self.kv.purge(replayed_key(name)).await {
+        if let Err(e) = self.kv.delete(replayed_key(name)).await {
             tracing::warn!(error = %e, group = name, "removing a replay marker failed");
         }
         {
@@ -397,9 +407,13 @@ fn parse_u64(value: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bucket entries (key, value) of groups this gateway failed to open, tried again every
+/// `WATCH_RETRY`.
+type Failed = HashMap<String, Bytes>;
+
 /// Follows the bucket: opens groups created anywhere, closes deleted ones, takes replay
 /// markers. Reloads everything when the watch ends.
-async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
+async fn follow(registry: Weak<SharedRegistry>, mut revision: u64, mut failed: Failed) {
     loop {
         let Some(this) = registry.upgrade() else {
             return;
@@ -427,15 +441,17 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
         };
         drop(this);
         tokio::pin!(changes);
-        // Groups this gateway failed to open, by key: tried again every `WATCH_RETRY`.
-        let mut failed: HashMap<String, Bytes> = HashMap::new();
         let mut retry = tokio::time::interval(WATCH_RETRY);
-        // The watch alone is not trusted: NATS 2.9 was seen to skip the first entry of
-        // a bucket for a watch started before it (a group created on one gateway never
-        // opened on the other), so the whole bucket is loaded again every
-        // `RECONCILE_EVERY` (a few keys per group).
+        // The watch alone is not trusted: on nats-server 2.9 a KV purge moved it past
+        // entries it had not delivered yet (a group created on one gateway never opened
+        // on the other; keys are deleted, not purged, since). Every `RECONCILE_EVERY`
+        // the bucket's last revision is read; one the watch still has not delivered a
+        // check later makes the whole bucket load again (a watch that is merely busy
+        // catches up within a second), as does every `FULL_RELOAD_CHECKS`th check.
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
         reconcile.tick().await;
+        let mut last_checked: Option<u64> = None;
+        let mut checks: u32 = 0;
         loop {
             let entry = tokio::select! {
                 entry = changes.next() => match entry {
@@ -459,9 +475,32 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
                     let Some(this) = registry.upgrade() else {
                         return;
                     };
-                    if let Err(error) = this.load().await {
-                        tracing::warn!(%error, "reloading persistent subscriptions failed");
+                    checks = checks.wrapping_add(1);
+                    let behind = last_checked.is_some_and(|last| revision < last);
+                    if behind {
+                        tracing::warn!(
+                            delivered = revision,
+                            "the persistent subscriptions watch missed revisions; reloading the bucket"
+                        );
                     }
+                    if behind || checks.is_multiple_of(FULL_RELOAD_CHECKS) {
+                        match this.load().await {
+                            Ok((now, more)) => {
+                                revision = revision.max(now);
+                                failed.extend(more);
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "reloading persistent subscriptions failed");
+                            }
+                        }
+                    }
+                    last_checked = match this.kv.stream.get_info().await {
+                        Ok(info) => Some(info.state.last_sequence),
+                        Err(error) => {
+                            tracing::warn!(%error, "reading the persistent subscriptions bucket failed");
+                            None
+                        }
+                    };
                     continue;
                 }
             };
@@ -494,7 +533,10 @@ async fn follow(registry: Weak<SharedRegistry>, mut revision: u64) {
             return;
         };
         match this.load().await {
-            Ok(now) => revision = now,
+            Ok((now, more)) => {
+                revision = now;
+                failed.extend(more);
+            }
             Err(error) => tracing::warn!(%error, "reloading persistent subscriptions failed"),
         }
     }
