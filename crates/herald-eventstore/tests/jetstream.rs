@@ -393,15 +393,21 @@ async fn a_nats_cluster_node_killed_under_load_loses_no_acknowledged_append() {
         .map(|(g, store)| {
             let (store, acked) = (store.clone(), std::sync::Arc::clone(&acked));
             tokio::spawn(async move {
+                // Refusals may last while the cluster elects new leaders. An append
+                // answers within its publish timeout plus the 30 s it waits for this
+                // gateway's mirror; one that does not fails the test by name.
                 let mut refused = 0u32;
                 for i in 0..150u32 {
                     let stream = format!("acct-{}", i % 4);
                     let id = format!("g{g}-{i}");
                     loop {
-                        match store
-                            .append(&stream, ExpectedVersion::Any, vec![event(&id)])
+                        let append = store.append(&stream, ExpectedVersion::Any, vec![event(&id)]);
+                        let answer = tokio::time::timeout(Duration::from_secs(75), append)
                             .await
-                        {
+                            .unwrap_or_else(|_| {
+                                panic!("gateway {g}: append {i} did not answer within 75 s")
+                            });
+                        match answer {
                             Ok(written) => {
                                 acked.lock().push((
                                     stream.clone(),
